@@ -1,0 +1,22 @@
+# The two commands of the README. Both set up .venv first (idempotent).
+PY := .venv/bin/python
+FIXTURES := .cache/fixtures
+
+.PHONY: setup demo test
+
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml
+	python3.11 -m venv .venv
+	# pip reads this machine's local wheel copies; torch 2.14.1 comes from there.
+	.venv/bin/pip install -q -e '.[test]'
+	touch $@
+
+# Transcribe the bundled sample corpus with a tiny offline checkpoint.
+demo: setup
+	.venv/bin/speech fixtures $(FIXTURES)
+	.venv/bin/speech transcribe samples/manifest.jsonl -o out/demo --overwrite --model $(FIXTURES)/ctc-xlsr
+	$(PY) -c "import pyarrow.parquet as pq; print(pq.read_table('out/demo').select(['id','duration_s','text','confidence','error']).to_pandas().to_string())"
+
+test: setup
+	$(PY) -m pytest -q

@@ -1,0 +1,28 @@
+"""Connecting to Ray: an existing cluster when given one, else a local Ray of our own."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import ray
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """Use ``address`` (or ``RAY_ADDRESS``) if set, else start a local Ray for the job.
+
+    A Ray that is already initialized in this process (tests, notebooks) is used as
+    it is and left running.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    ray.init(address=address, include_dashboard=False if address is None else None, logging_level=logging.WARNING)
+    try:
+        yield
+    finally:
+        ray.shutdown()

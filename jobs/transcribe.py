@@ -1,0 +1,291 @@
+"""The corpus transcription job: inputs -> probe -> sort -> prepare -> recognize -> Parquet.
+
+Stages (each a Ray Data operator, streaming; the driver only lists paths):
+
+1. **probe** (CPU tasks): read each file's header for its duration; unreadable
+   files get an ``error`` here and flow on.
+2. **sort** by duration, globally, so that neighbours have similar lengths.
+3. **prepare** (CPU actors holding the front end): decode, resample, extract
+   features, chunk long files, and pack the window's utterances into *units* whose
+   padded audio fits the batch budget. Padding itself happens only in the model actor.
+4. **recognize** (model actors, one model replica each, GPU when configured): run
+   the network on one unit per call and emit one row per input.
+5. **write** Parquet under OUTPUT, then summarize it into ``_summary.json``.
+
+Every input row reaches the output exactly once, with its transcript or its error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pickle
+import time
+from dataclasses import asdict, dataclass, field
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from speech.asr import Window, detect_backend, load_front_end, load_recognizer
+from speech.audio import AudioDecodeError, decode, probe
+from speech.batching import plan_batches
+from speech.inputs import resolve_inputs
+from speech.options import TranscribeOptions
+from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "_summary.json"
+_PROBE_BLOCK_ROWS = 256  # input rows per probe task
+
+
+@dataclass
+class _Item:
+    """One input row on its way through prepare -> recognize."""
+
+    id: str
+    path: str
+    reference: str | None
+    language: str | None
+    duration_s: float | None = None
+    error: str | None = None
+    windows: list[Window] = field(default_factory=list)
+
+
+@dataclass
+class _Unit:
+    """What one model call receives: utterances whose padded audio fits the budget."""
+
+    items: list[_Item]
+
+
+def probe_batch(batch: pa.Table) -> pa.Table:
+    """Add ``duration_s`` (seconds, 0 when unknown) and ``error`` from file headers."""
+    durations, errors = [], []
+    for path in batch["path"].to_pylist():
+        try:
+            durations.append(probe(path).duration_s)
+            errors.append(None)
+        except (AudioDecodeError, OSError) as err:
+            durations.append(0.0)
+            errors.append(_describe(err))
+    return batch.append_column("duration_s", pa.array(durations, pa.float64())).append_column(
+        "error", pa.array(errors, pa.string())
+    )
+
+
+class PrepareUnits:
+    """Ray Data callable: a window of sorted input rows -> packed units (one row each)."""
+
+    def __init__(self, options: TranscribeOptions):
+        self.front_end = load_front_end(options.model, options)
+        self.budget = int(options.budget_s * self.front_end.sample_rate)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        items = [self._prepare(row) for row in batch.to_pylist()]
+        units = self._pack(items)
+        return pa.table(
+            {
+                "payload": pa.array([pickle.dumps(u, protocol=5) for u in units], pa.binary()),
+                "num_items": pa.array([len(u.items) for u in units], pa.int32()),
+            }
+        )
+
+    def _prepare(self, row: dict) -> _Item:
+        item = _Item(row["id"], row["path"], row["reference"], row["language"], error=row["error"])
+        if item.error is None:
+            try:
+                audio = decode(item.path, self.front_end.sample_rate)
+            except (AudioDecodeError, OSError) as err:
+                item.error = _describe(err)
+            else:
+                item.duration_s = len(audio) / self.front_end.sample_rate
+                item.windows = self.front_end.windows(audio)
+        return item
+
+    def _pack(self, items: list[_Item]) -> list[_Unit]:
+        failed = [i for i in items if i.error is not None]
+        chunked = [i for i in items if len(i.windows) > 1]
+        single = [i for i in items if len(i.windows) == 1]
+        lengths = [i.windows[0].num_samples for i in single]
+        units = [_Unit([single[j] for j in batch]) for batch in plan_batches(lengths, self.budget)]
+        # A chunked file is one unit (the recognizer batches its chunks), so its
+        # chunks are stitched where they are computed, with no shuffle.
+        units += [_Unit([item]) for item in chunked]
+        if failed:
+            # Error rows cost nothing to carry; they ride along to the writer.
+            units.append(_Unit(failed))
+        return units
+
+
+class RecognizeUnits:
+    """Ray Data callable holding one model replica: packed units -> transcript rows."""
+
+    def __init__(self, options: TranscribeOptions):
+        import torch
+
+        torch.set_num_threads(options.torch_threads or max(1, math.ceil(options.cpus_per_actor)))
+        device = "cuda" if options.gpus_per_actor > 0 else "cpu"
+        self.options = options
+        self.recognizer = load_recognizer(options.model, options, device)
+        self.sample_rate = self.recognizer.sample_rate
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows: list[TranscriptRow] = []
+        for payload in batch["payload"].to_pylist():
+            rows.extend(self._recognize(pickle.loads(payload).items))
+        return transcripts_table(rows)
+
+    def _recognize(self, items: list[_Item]) -> list[TranscriptRow]:
+        todo = [item for item in items if item.error is None]
+        results: dict[str, object] = {}
+        try:
+            results.update(zip((i.id for i in todo), self.recognizer.transcribe([i.windows for i in todo])))
+        except Exception as err:  # noqa: BLE001 - a poison item must not fail its batch-mates
+            log.warning("batch of %d failed (%s); retrying item by item", len(todo), _describe(err))
+            for item in todo:
+                try:
+                    results[item.id] = self.recognizer.transcribe([item.windows])[0]
+                except Exception as item_err:  # noqa: BLE001 - recorded in the row's error
+                    results[item.id] = f"model failed: {_describe(item_err)}"
+        return [self._row(item, results.get(item.id)) for item in items]
+
+    def _row(self, item: _Item, result) -> TranscriptRow:
+        row = TranscriptRow(
+            id=item.id,
+            path=item.path,
+            duration_s=item.duration_s,
+            reference=item.reference,
+            language=item.language or self.options.language,
+            model=self.options.model,
+            backend=self.recognizer.backend,
+            error=item.error,
+        )
+        if isinstance(result, str):
+            row.error = result
+        elif result is not None:
+            row.text = result.text
+            row.confidence = result.confidence
+            row.words = result.words
+            row.segments = result.segments
+            row.language = result.language or row.language
+            row.language_probability = result.language_probability
+            row.computed_s = result.computed_samples / self.sample_rate
+        return row
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Figures of one run, as written to ``OUTPUT/_summary.json``."""
+
+    rows: int
+    ok: int
+    errors: int
+    audio_seconds: float  # decoded audio of the rows that got a transcript
+    computed_seconds: float  # audio the model ran on, incl. padding and chunk overlap
+    wall_seconds: float  # pipeline time, from input listing to summary (Ray start excluded)
+    rtfx: float  # audio_seconds / wall_seconds
+    padding_efficiency: float  # audio_seconds / computed_seconds
+    model: str
+    backend: str
+    output: str
+
+
+def run(options: TranscribeOptions) -> Summary:
+    """Run the job on a Ray that is already initialized; returns the summary."""
+    started = time.perf_counter()
+    backend = detect_backend(options.model)  # fail fast, before any actor starts
+    inputs = resolve_inputs(options.inputs)
+    _claim_output(options)
+    log.info("transcribing %d inputs with %s (%s)", inputs.num_rows, options.model, backend)
+
+    blocks = [inputs.slice(i, _PROBE_BLOCK_ROWS) for i in range(0, inputs.num_rows, _PROBE_BLOCK_ROWS)]
+    pool = options.pool
+    # Sorting is a barrier anyway; materializing its small output (paths and
+    # durations, in the object store) before the actor stages start keeps their
+    # reserved CPUs from starving the sort's tasks on small machines.
+    ordered = (
+        ray.data.from_arrow(blocks)
+        .map_batches(probe_batch, batch_format="pyarrow", num_cpus=0.25)
+        .sort("duration_s")
+        .materialize()
+    )
+    dataset = (
+        ordered.map_batches(
+            PrepareUnits,
+            fn_constructor_args=(options,),
+            batch_size=options.prepare_window,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
+            num_cpus=options.cpus_per_prepare,
+        )
+        .map_batches(
+            RecognizeUnits,
+            fn_constructor_args=(options,),
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
+            num_cpus=options.cpus_per_actor,
+            num_gpus=options.gpus_per_actor,
+        )
+    )
+    dataset.write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
+    return summarize(options, backend, time.perf_counter() - started)
+
+
+def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> Summary:
+    """Read the written output back and write ``_summary.json`` beside it."""
+    table = read_output(options.output, columns=["error", "duration_s", "computed_s"])
+    ok = table.filter(pa.compute.is_null(table["error"]))
+    audio = float(np.nansum(ok["duration_s"].to_numpy(zero_copy_only=False)))
+    computed = float(np.nansum(ok["computed_s"].to_numpy(zero_copy_only=False)))
+    summary = Summary(
+        rows=table.num_rows,
+        ok=ok.num_rows,
+        errors=table.num_rows - ok.num_rows,
+        audio_seconds=round(audio, 3),
+        computed_seconds=round(computed, 3),
+        wall_seconds=round(wall_seconds, 3),
+        rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        padding_efficiency=round(audio / computed, 4) if computed > 0 else 0.0,
+        model=options.model,
+        backend=backend,
+        output=options.output,
+    )
+    with fsspec.open(f"{options.output.rstrip('/')}/{SUMMARY_FILE}", "w") as f:
+        json.dump(asdict(summary), f, indent=2)
+    return summary
+
+
+def read_output(output: str, columns: list[str] | None = None) -> pa.Table:
+    """All Parquet files of a job's output directory as one table."""
+    fs, root = fsspec.core.url_to_fs(output)
+    files = sorted(p for p in fs.find(root) if p.endswith(".parquet"))
+    tables = [pq.read_table(p, columns=columns, filesystem=fs) for p in files]
+    schema = TRANSCRIPT_SCHEMA if columns is None else pa.schema([TRANSCRIPT_SCHEMA.field(c) for c in columns])
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _claim_output(options: TranscribeOptions) -> None:
+    """Refuse to mix a new run into an existing output, unless told to replace it."""
+    fs, root = fsspec.core.url_to_fs(options.output)
+    if fs.exists(root) and fs.ls(root):
+        if not options.overwrite:
+            raise OutputError(f"output {options.output} exists and is not empty; pass --overwrite to replace it")
+        fs.rm(root, recursive=True)
+
+
+class OutputError(ValueError):
+    """The output location cannot be used."""
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, AudioDecodeError):
+        return str(err)
+    if isinstance(err, FileNotFoundError):
+        return f"file not found: {err.filename or err}"
+    return f"{type(err).__name__}: {err}"

@@ -1,0 +1,1 @@
+"""Ray Serve applications over the model classes of :mod:`speech`."""

@@ -1,0 +1,66 @@
+"""What every ASR backend exchanges: windows in, transcripts out.
+
+A backend has two halves so that each runs where it belongs:
+
+* a **front end** (CPU): waveform -> model-ready windows (features, chunking);
+* a **recognizer** (GPU when there is one): windows -> transcripts.
+
+Both are plain Python; the Ray job and the Serve app drive the same classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from speech.schema import Segment, Word
+
+
+@dataclass
+class Window:
+    """One model input cut from an utterance.
+
+    ``features`` is what the network consumes (for CTC models the normalized waveform,
+    shape ``[num_samples]``). ``left``/``right`` are overlap samples whose outputs are
+    dropped when windows of one utterance are stitched back together.
+    """
+
+    features: np.ndarray
+    num_samples: int  # audio samples this window covers (its batching cost)
+    left: int = 0
+    right: int = 0
+
+
+@dataclass
+class Transcript:
+    """A recognizer's result for one utterance."""
+
+    text: str
+    confidence: float | None
+    words: list[Word] = field(default_factory=list)
+    segments: list[Segment] | None = None
+    language: str | None = None
+    language_probability: float | None = None
+    computed_samples: int = 0  # samples the network ran on, incl. padding and overlap
+
+
+class FrontEnd(Protocol):
+    """CPU half: waveform -> windows."""
+
+    sample_rate: int  # Hz the model expects
+
+    def windows(self, audio: np.ndarray) -> list[Window]:
+        """``audio``: mono float32 ``[num_samples]`` at ``sample_rate``."""
+        ...
+
+
+class Recognizer(Protocol):
+    """Network half: windows -> transcripts."""
+
+    backend: str  # short name recorded in every output row
+
+    def transcribe(self, utterances: Sequence[list[Window]]) -> list[Transcript]:
+        """One transcript per utterance, in order; batching is the recognizer's business."""
+        ...

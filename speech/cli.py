@@ -1,0 +1,123 @@
+"""The ``speech`` command line.
+
+Heavy imports (torch, transformers, Ray) happen inside the command handlers so that
+``speech --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+
+class CliError(Exception):
+    """A problem that stops a command before it runs; printed as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CliError as err:
+        print(f"speech: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speech",
+        description="Corpus-scale speech recognition and synthesis on Ray.",
+    )
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    _add_transcribe(commands)
+    _add_fixtures(commands)
+    return parser
+
+
+def _add_transcribe(commands) -> None:
+    p = commands.add_parser(
+        "transcribe",
+        help="transcribe a corpus to Parquet",
+        description=(
+            "Transcribe audio files to a Parquet dataset, one row per input. INPUT is a directory "
+            "(walked recursively), a glob, a file, an fsspec URL (s3://, gs://, ...) or a manifest "
+            "(.parquet/.jsonl/.csv with a 'path' column and optional 'id', 'text', 'language'). "
+            "Flags override the values of --config."
+        ),
+        epilog="example: speech transcribe samples/ -o out/ --model kresnik/wav2vec2-large-xlsr-korean",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
+    p.add_argument("--model", help="hub id or local checkpoint directory (any AutoModelForCTC)")
+    p.add_argument("--config", help="YAML options file, e.g. configs/transcribe.yaml")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default: 10 on CPU, 240 on GPU)")
+    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
+    p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
+    p.add_argument("--dtype", help="float32 | float16 | bfloat16 (float16 needs a GPU)")
+    p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
+    p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
+    p.add_argument("--language", help="language code recorded on rows whose manifest gives none")
+    p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing OUTPUT")
+    p.set_defaults(handler=_transcribe)
+
+
+def _add_fixtures(commands) -> None:
+    p = commands.add_parser(
+        "fixtures",
+        help="build tiny offline checkpoints of the real architectures",
+        description="Write tiny random-weight checkpoints (built offline, loadable with from_pretrained) and print their paths.",
+    )
+    p.add_argument("directory", help="where to write them; existing up-to-date fixtures are reused")
+    p.set_defaults(handler=_fixtures)
+
+
+def _actors(text: str):
+    try:
+        if ":" in text:
+            low, high = text.split(":", 1)
+            return {"min": int(low), "max": int(high)}
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN:MAX, got {text!r}") from None
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from jobs import transcribe
+    from jobs.runtime import ray_session
+    from speech.asr import ModelError
+    from speech.inputs import InputError
+    from speech.options import OptionsError, TranscribeOptions, load_options
+
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "inputs", "output", "model", "address", "batch_seconds", "actors", "cpus_per_actor",
+            "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare_actors", "overwrite",
+        )
+    }
+    try:
+        options = load_options(TranscribeOptions, args.config, overrides)
+        with ray_session(options.address):
+            summary = transcribe.run(options)
+    except (OptionsError, InputError, ModelError, transcribe.OutputError) as err:
+        raise CliError(str(err)) from err
+    print(json.dumps(summary.__dict__, indent=2))
+    return 0
+
+
+def _fixtures(args: argparse.Namespace) -> int:
+    from speech.testing.checkpoints import build_fixtures
+
+    for name, path in build_fixtures(args.directory).items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Test support: tiny offline model checkpoints and the sample speech corpus generator."""
