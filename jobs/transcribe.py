@@ -195,12 +195,30 @@ class Summary:
     output: str
 
 
-def run(options: TranscribeOptions) -> Summary:
-    """Run the job on a Ray that is already initialized; returns the summary."""
-    started = time.perf_counter()
-    backend = detect_backend(options.model)  # fail fast, before any actor starts
+@dataclass(frozen=True)
+class Plan:
+    """What the job will do, checked before Ray starts: the backend and the input rows."""
+
+    backend: str
+    inputs: pa.Table  # speech.schema.INPUT_SCHEMA
+
+
+def check(options: TranscribeOptions) -> Plan:
+    """Everything that can fail before any Ray work: model kind, inputs, output location.
+
+    Raises ModelError, InputError or OutputError with a one-line reason.
+    """
+    backend = detect_backend(options.model)
     inputs = resolve_inputs(options.inputs)
     _claim_output(options)
+    return Plan(backend, inputs)
+
+
+def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
+    """Run the job on a Ray that is already initialized; returns the summary."""
+    started = time.perf_counter()
+    plan = plan or check(options)
+    backend, inputs = plan.backend, plan.inputs
     log.info("transcribing %d inputs with %s (%s)", inputs.num_rows, options.model, backend)
 
     blocks = [inputs.slice(i, _PROBE_BLOCK_ROWS) for i in range(0, inputs.num_rows, _PROBE_BLOCK_ROWS)]
@@ -231,6 +249,7 @@ def run(options: TranscribeOptions) -> Summary:
             compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
             num_cpus=options.cpus_per_actor,
             num_gpus=options.gpus_per_actor,
+            resources=options.resources_per_actor or None,
         )
     )
     dataset.write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)

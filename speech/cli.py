@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_transcribe(commands)
     _add_fixtures(commands)
+    _add_export(commands)
     return parser
 
 
@@ -77,6 +78,40 @@ def _add_fixtures(commands) -> None:
     p.set_defaults(handler=_fixtures)
 
 
+def _add_export(commands) -> None:
+    p = commands.add_parser(
+        "export",
+        help="write subtitles, text or JSON from a transcription output",
+        description=(
+            "Write one file per transcribed row, DIR/<id>.<ext>, from the Parquet OUTPUT of "
+            "`speech transcribe`: SubRip (srt), WebVTT (vtt), plain text (txt) or JSON close to "
+            "OpenAI's verbose_json (json). Rows with an error are skipped and counted."
+        ),
+        epilog="example: speech export out/ --format srt,vtt -o subtitles/",
+    )
+    p.add_argument("output", metavar="OUTPUT", help="output directory of `speech transcribe`")
+    p.add_argument(
+        "--format",
+        dest="formats",
+        metavar="FORMAT",
+        required=True,
+        type=_formats,
+        help="srt | vtt | txt | json, or several: srt,vtt",
+    )
+    p.add_argument("-o", "--directory", required=True, metavar="DIR", help="where to write the files")
+    p.set_defaults(handler=_export)
+
+
+def _formats(text: str) -> list[str]:
+    from speech.export import FORMATS
+
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format {text!r}; choose from {', '.join(FORMATS)}")
+    return list(dict.fromkeys(formats))
+
+
 def _actors(text: str):
     try:
         if ":" in text:
@@ -103,11 +138,23 @@ def _transcribe(args: argparse.Namespace) -> int:
     }
     try:
         options = load_options(TranscribeOptions, args.config, overrides)
+        plan = transcribe.check(options)  # before Ray starts: bad input fails in a second
         with ray_session(options.address):
-            summary = transcribe.run(options)
+            summary = transcribe.run(options, plan)
     except (OptionsError, InputError, ModelError, transcribe.OutputError) as err:
         raise CliError(str(err)) from err
     print(json.dumps(summary.__dict__, indent=2))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from speech.export import ExportError, export
+
+    try:
+        summary = export(args.output, args.directory, args.formats)
+    except ExportError as err:
+        raise CliError(str(err)) from err
+    print(summary.describe(args.directory, args.formats))
     return 0
 
 

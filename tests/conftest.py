@@ -1,0 +1,34 @@
+"""Session-wide fixtures: one local Ray, offline checkpoints built once and cached."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+# Built once per machine and reused: the builders are deterministic and versioned.
+FIXTURES_DIR = Path(os.environ.get("SPEECH_FIXTURES_DIR", REPO / ".cache" / "fixtures"))
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # no token files for a throwaway local Ray
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach the hub in tests
+
+
+@pytest.fixture(scope="session")
+def checkpoints() -> dict[str, Path]:
+    """``{name: directory}`` of the tiny offline checkpoints (see speech.testing.checkpoints)."""
+    from speech.testing.checkpoints import build_fixtures
+
+    return build_fixtures(FIXTURES_DIR)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray for the whole session (starting one takes seconds)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
