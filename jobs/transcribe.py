@@ -17,29 +17,30 @@ Every input row reaches the output exactly once, with its transcript or its erro
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import pickle
 import time
 from dataclasses import asdict, dataclass, field
 
-import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 import ray
+
+from jobs import output as output_files
+from jobs.output import SUMMARY_FILE, Output, OutputError, open_output, write_json
 
 from speech.asr import Window, detect_backend, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, decode, probe
 from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
 from speech.options import TranscribeOptions
+from speech.testing import faults
 from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "_summary.json"
 _PROBE_BLOCK_ROWS = 256  # input rows per probe task
 
 
@@ -63,16 +64,19 @@ class _Unit:
     items: list[_Item]
 
 
-def probe_batch(batch: pa.Table) -> pa.Table:
+def probe_batch(batch: pa.Table, max_duration_s: float | None = None) -> pa.Table:
     """Add ``duration_s`` (seconds, 0 when unknown) and ``error`` from file headers."""
     durations, errors = [], []
     for path in batch["path"].to_pylist():
         try:
-            durations.append(probe(path).duration_s)
-            errors.append(None)
+            duration = probe(path).duration_s
         except (AudioDecodeError, OSError) as err:
             durations.append(0.0)
             errors.append(_describe(err))
+            continue
+        durations.append(duration)
+        too_long = max_duration_s is not None and duration > max_duration_s
+        errors.append(f"audio is {duration:.1f} s long, over max_duration_s ({max_duration_s:g} s)" if too_long else None)
     return batch.append_column("duration_s", pa.array(durations, pa.float64())).append_column(
         "error", pa.array(errors, pa.string())
     )
@@ -142,17 +146,22 @@ class RecognizeUnits:
 
     def _recognize(self, items: list[_Item]) -> list[TranscriptRow]:
         todo = [item for item in items if item.error is None]
+        faults.maybe_crash(self.options.faults, [i.id for i in todo])  # test hook; no-op by default
         results: dict[str, object] = {}
         try:
-            results.update(zip((i.id for i in todo), self.recognizer.transcribe([i.windows for i in todo])))
+            results.update(zip((i.id for i in todo), self._transcribe(todo)))
         except Exception as err:  # noqa: BLE001 - a poison item must not fail its batch-mates
             log.warning("batch of %d failed (%s); retrying item by item", len(todo), _describe(err))
             for item in todo:
                 try:
-                    results[item.id] = self.recognizer.transcribe([item.windows])[0]
+                    results[item.id] = self._transcribe([item])[0]
                 except Exception as item_err:  # noqa: BLE001 - recorded in the row's error
                     results[item.id] = f"model failed: {_describe(item_err)}"
         return [self._row(item, results.get(item.id)) for item in items]
+
+    def _transcribe(self, items: list[_Item]) -> list:
+        faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
+        return self.recognizer.transcribe([i.windows for i in items])
 
     def _row(self, item: _Item, result) -> TranscriptRow:
         row = TranscriptRow(
@@ -185,9 +194,10 @@ class Summary:
     rows: int
     ok: int
     errors: int
+    duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
     audio_seconds: float  # decoded audio of the rows that got a transcript
     computed_seconds: float  # audio the model ran on, incl. padding and chunk overlap
-    wall_seconds: float  # pipeline time, from input listing to summary (Ray start excluded)
+    wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
     rtfx: float  # audio_seconds / wall_seconds
     padding_efficiency: float  # audio_seconds / computed_seconds
     model: str
@@ -197,10 +207,19 @@ class Summary:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the job will do, checked before Ray starts: the backend and the input rows."""
+    """What the job will do, checked before Ray starts."""
 
     backend: str
-    inputs: pa.Table  # speech.schema.INPUT_SCHEMA
+    inputs: pa.Table  # speech.schema.INPUT_SCHEMA, every input of the job
+    output: Output  # with the ids earlier runs already wrote
+
+    @property
+    def todo(self) -> pa.Table:
+        """The inputs that still need a row in the output."""
+        if not self.output.done_ids:
+            return self.inputs
+        done = pa.array(sorted(self.output.done_ids), pa.string())
+        return self.inputs.filter(pc.invert(pc.is_in(self.inputs["id"], value_set=done)))
 
 
 def check(options: TranscribeOptions) -> Plan:
@@ -210,62 +229,71 @@ def check(options: TranscribeOptions) -> Plan:
     """
     backend = detect_backend(options.model)
     inputs = resolve_inputs(options.inputs)
-    _claim_output(options)
-    return Plan(backend, inputs)
+    job = {"job": "transcribe", "backend": backend, **options.result_options()}
+    return Plan(backend, inputs, open_output(options.output, job=job, overwrite=options.overwrite))
 
 
 def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
     """Run the job on a Ray that is already initialized; returns the summary."""
     started = time.perf_counter()
     plan = plan or check(options)
-    backend, inputs = plan.backend, plan.inputs
-    log.info("transcribing %d inputs with %s (%s)", inputs.num_rows, options.model, backend)
+    todo = plan.todo
+    log.info(
+        "transcribing %d inputs with %s (%s); %d already done",
+        todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
+    )
+    if todo.num_rows:
+        _pipeline(options, todo).write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
+    return summarize(options, plan.backend, time.perf_counter() - started)
 
-    blocks = [inputs.slice(i, _PROBE_BLOCK_ROWS) for i in range(0, inputs.num_rows, _PROBE_BLOCK_ROWS)]
+
+def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
+    blocks = [todo.slice(i, _PROBE_BLOCK_ROWS) for i in range(0, todo.num_rows, _PROBE_BLOCK_ROWS)]
     pool = options.pool
     # Sorting is a barrier anyway; materializing its small output (paths and
     # durations, in the object store) before the actor stages start keeps their
     # reserved CPUs from starving the sort's tasks on small machines.
     ordered = (
         ray.data.from_arrow(blocks)
-        .map_batches(probe_batch, batch_format="pyarrow", num_cpus=0.25)
+        .map_batches(
+            probe_batch, fn_kwargs={"max_duration_s": options.max_duration_s}, batch_format="pyarrow", num_cpus=0.25
+        )
         .sort("duration_s")
         .materialize()
     )
-    dataset = (
-        ordered.map_batches(
-            PrepareUnits,
-            fn_constructor_args=(options,),
-            batch_size=options.prepare_window,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
-            num_cpus=options.cpus_per_prepare,
-        )
-        .map_batches(
-            RecognizeUnits,
-            fn_constructor_args=(options,),
-            batch_size=1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
-            num_cpus=options.cpus_per_actor,
-            num_gpus=options.gpus_per_actor,
-            resources=options.resources_per_actor or None,
-        )
+    return ordered.map_batches(
+        PrepareUnits,
+        fn_constructor_args=(options,),
+        batch_size=options.prepare_window,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
+        num_cpus=options.cpus_per_prepare,
+    ).map_batches(
+        RecognizeUnits,
+        fn_constructor_args=(options,),
+        batch_size=1,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
+        num_cpus=options.cpus_per_actor,
+        num_gpus=options.gpus_per_actor,
+        resources=options.resources_per_actor or None,
     )
-    dataset.write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
-    return summarize(options, backend, time.perf_counter() - started)
 
 
 def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> Summary:
-    """Read the written output back and write ``_summary.json`` beside it."""
-    table = read_output(options.output, columns=["error", "duration_s", "computed_s"])
-    ok = table.filter(pa.compute.is_null(table["error"]))
+    """Read the whole output back (all runs) and write ``_summary.json`` beside it."""
+    table = read_output(options.output, columns=["id", "error", "duration_s", "computed_s"])
+    ok = table.filter(pc.is_null(table["error"]))
     audio = float(np.nansum(ok["duration_s"].to_numpy(zero_copy_only=False)))
     computed = float(np.nansum(ok["computed_s"].to_numpy(zero_copy_only=False)))
+    unique = len(pc.unique(table["id"]))
+    if unique != table.num_rows:
+        log.error("output %s has %d duplicate ids", options.output, table.num_rows - unique)
     summary = Summary(
         rows=table.num_rows,
         ok=ok.num_rows,
         errors=table.num_rows - ok.num_rows,
+        duplicate_ids=table.num_rows - unique,
         audio_seconds=round(audio, 3),
         computed_seconds=round(computed, 3),
         wall_seconds=round(wall_seconds, 3),
@@ -275,31 +303,13 @@ def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> 
         backend=backend,
         output=options.output,
     )
-    with fsspec.open(f"{options.output.rstrip('/')}/{SUMMARY_FILE}", "w") as f:
-        json.dump(asdict(summary), f, indent=2)
+    write_json(f"{options.output.rstrip('/')}/{SUMMARY_FILE}", asdict(summary))
     return summary
 
 
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table:
-    """All Parquet files of a job's output directory as one table."""
-    fs, root = fsspec.core.url_to_fs(output)
-    files = sorted(p for p in fs.find(root) if p.endswith(".parquet"))
-    tables = [pq.read_table(p, columns=columns, filesystem=fs) for p in files]
-    schema = TRANSCRIPT_SCHEMA if columns is None else pa.schema([TRANSCRIPT_SCHEMA.field(c) for c in columns])
-    return pa.concat_tables(tables) if tables else schema.empty_table()
-
-
-def _claim_output(options: TranscribeOptions) -> None:
-    """Refuse to mix a new run into an existing output, unless told to replace it."""
-    fs, root = fsspec.core.url_to_fs(options.output)
-    if fs.exists(root) and fs.ls(root):
-        if not options.overwrite:
-            raise OutputError(f"output {options.output} exists and is not empty; pass --overwrite to replace it")
-        fs.rm(root, recursive=True)
-
-
-class OutputError(ValueError):
-    """The output location cannot be used."""
+    """A transcription output directory (every run into it) as one table."""
+    return output_files.read_output(output, TRANSCRIPT_SCHEMA, columns)
 
 
 def _describe(err: BaseException) -> str:

@@ -42,6 +42,22 @@ class ActorPool(_Options):
         return self
 
 
+class Faults(_Options):
+    """Test hook: make model actors fail on purpose (speech.testing.faults, docs/reliability.md)."""
+
+    crash_on_id: str | None = None  # the actor process dies on the first call holding this id
+    crash_marker: str | None = None  # file marking that the crash happened (a shared path)
+    poison_ids: list[str] = Field(default_factory=list)  # model calls holding these ids raise
+
+
+#: TranscribeOptions fields that affect where and how fast a job runs, not its rows.
+_RUNTIME_ONLY = {
+    "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
+    "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
+    "prepare_window", "faults",
+}
+
+
 class TranscribeOptions(_Options):
     """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example."""
 
@@ -49,7 +65,7 @@ class TranscribeOptions(_Options):
     output: str  # output directory (local path or fsspec URL)
     model: str  # hub id or local checkpoint directory
     address: str | None = None  # Ray cluster address; None starts a local Ray
-    overwrite: bool = False  # replace an existing output instead of refusing to touch it
+    overwrite: bool = False  # start fresh instead of resuming into an existing output
 
     # Batching: the budget is padded audio seconds per model call.
     batch_seconds: float | None = Field(None, gt=0)  # None: by device, see CPU/GPU_BATCH_SECONDS
@@ -61,6 +77,9 @@ class TranscribeOptions(_Options):
     actors: int | ActorPool = 1
     cpus_per_actor: float = Field(1.0, gt=0)
     gpus_per_actor: float = Field(0.0, ge=0)  # fractions share a GPU between actors
+    # Custom Ray resources per model actor, e.g. {"model_slots": 1}: they pin actors to the
+    # nodes that declare them, or spread one per node, the way GPUs do.
+    resources_per_actor: dict[str, float] = Field(default_factory=dict)
     dtype: Dtype = "float32"
     torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_actor rounded up
 
@@ -75,10 +94,29 @@ class TranscribeOptions(_Options):
 
     language: str | None = None  # recorded on rows whose manifest gives none
 
+    # Longer files get an error row instead of a transcript (None: no limit). A guard
+    # against absurd inputs; without it, long files are chunked and streamed through.
+    max_duration_s: float | None = Field(None, gt=0)
+
+    faults: Faults | None = None  # test hook only; see speech.testing.faults
+
+    def result_options(self) -> dict:
+        """The options that decide what the output rows contain.
+
+        A resumed run must agree with the earlier runs on these; where and how fast
+        the job runs (inputs, resources, batching) may change between runs.
+        """
+        return self.model_dump(mode="json", exclude=_RUNTIME_ONLY)
+
     @model_validator(mode="after")
     def _consistent(self) -> "TranscribeOptions":
         if self.dtype == "float16" and self.gpus_per_actor == 0:
             raise ValueError("dtype float16 needs a GPU (gpus_per_actor > 0); use float32 or bfloat16 on CPU")
+        for name, amount in self.resources_per_actor.items():
+            if name in ("CPU", "GPU"):
+                raise ValueError(f"resources_per_actor: use cpus_per_actor / gpus_per_actor instead of {name!r}")
+            if amount <= 0:
+                raise ValueError(f"resources_per_actor.{name} must be > 0, got {amount}")
         if 2 * self.stride_s >= self.chunk_length_s:
             raise ValueError(
                 f"stride_length_s ({self.stride_s}) must be less than half of chunk_length_s ({self.chunk_length_s})"
@@ -94,6 +132,64 @@ class TranscribeOptions(_Options):
         if self.batch_seconds is not None:
             return self.batch_seconds
         return GPU_BATCH_SECONDS if self.gpus_per_actor > 0 else CPU_BATCH_SECONDS
+
+    @property
+    def pool(self) -> ActorPool:
+        return self.actors if isinstance(self.actors, ActorPool) else ActorPool(min=self.actors, max=self.actors)
+
+
+class SynthesizeOptions(_Options):
+    """Options of ``speech synthesize``; see configs/synthesize.yaml for a commented example."""
+
+    input: str  # text file (one utterance a line), .jsonl, .csv or .parquet with a 'text' column
+    output: str  # output directory (local path or fsspec URL)
+    model: str  # checkpoint directory (or hub id for vits)
+    backend: Literal["chattts", "kokoro", "vits"] | None = None  # None: detected from the checkpoint
+    address: str | None = None  # Ray cluster address; None starts a local Ray
+    overwrite: bool = False
+
+    # Defaults for rows whose input gives none.
+    voice: str | None = None  # None: the model's default voice
+    seed: int = Field(0, ge=0)
+    language: str | None = None
+
+    format: Literal["flac", "wav"] = "flac"
+    embed_audio: bool = True  # also store each file's bytes in the Parquet rows (portable dataset)
+
+    # Text front end.
+    max_text_chars: int = Field(5000, ge=1)  # longer rows are refused with an error
+    max_piece_chars: int | None = Field(None, ge=8)  # None: the backend's own limit
+    sentence_pause_s: float = Field(0.1, ge=0)  # silence between the pieces of a row
+    speed: float | None = Field(None, gt=0)  # speaking rate (vits, kokoro); None: the model's
+
+    # ChatTTS sampling (ignored by other backends).
+    refine_text: bool = False  # let the GPT add prosody markers first
+    temperature: float = Field(0.3, gt=0)
+    top_p: float = Field(0.7, gt=0, le=1)
+    top_k: int = Field(20, ge=1)
+    max_new_tokens: int = Field(2048, ge=1)  # audio tokens per piece
+
+    # Model actors. Backends that batch take up to batch_size pieces of similar length per call.
+    batch_size: int = Field(8, ge=1)
+    rows_per_call: int = Field(16, ge=1)  # rows handed to a model actor at once
+    actors: int | ActorPool = 1
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.0, ge=0)
+    torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_actor rounded up
+
+    # CPU front end stage (normalize, validate, split, G2P / tokenize).
+    front_end_actors: int = Field(1, ge=1)
+    cpus_per_front_end: float = Field(0.25, gt=0)
+
+    # Round-trip quality gate: transcribe the audio and score it against the text.
+    verify_with: str | None = None  # ASR checkpoint (see speech transcribe --model)
+    max_cer: float | None = Field(None, ge=0)  # rows above it get an error
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SynthesizeOptions":
+        if self.max_cer is not None and self.verify_with is None:
+            raise ValueError("max_cer needs verify_with (an ASR model to transcribe the audio with)")
+        return self
 
     @property
     def pool(self) -> ActorPool:
