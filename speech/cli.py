@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_transcribe(commands)
+    _add_synthesize(commands)
     _add_fixtures(commands)
     _add_export(commands)
     return parser
@@ -64,8 +65,44 @@ def _add_transcribe(commands) -> None:
     p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
     p.add_argument("--language", help="language code recorded on rows whose manifest gives none")
     p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
-    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing OUTPUT")
+    p.add_argument(
+        "--overwrite", action="store_true", default=None,
+        help="start fresh; by default a rerun into OUTPUT resumes, skipping ids already written",
+    )
     p.set_defaults(handler=_transcribe)
+
+
+def _add_synthesize(commands) -> None:
+    p = commands.add_parser(
+        "synthesize",
+        help="synthesize a speech dataset from a text corpus",
+        description=(
+            "Turn a text corpus into audio files plus a Parquet dataset that Hugging Face datasets "
+            "loads as an audio dataset. INPUT is a text file (one utterance a line) or a .jsonl/.csv/"
+            ".parquet with a 'text' column and optional 'id', 'voice' (or 'speaker'), 'language', "
+            "'seed'; local or any fsspec URL. Flags override the values of --config."
+        ),
+        epilog="example: speech synthesize corpus.txt -o out/ --model facebook/mms-tts-kor --backend vits",
+    )
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
+    p.add_argument("--model", help="checkpoint directory (ChatTTS, Kokoro) or VITS hub id / directory")
+    p.add_argument("--backend", help="chattts | kokoro | vits (default: detected from the checkpoint)")
+    p.add_argument("--voice", help="default voice (kokoro voice pack, chattts seed:N or embedding, vits speaker)")
+    p.add_argument("--seed", type=int, help="default seed of rows without one (default 0)")
+    p.add_argument("--language", help="default language of rows without one")
+    p.add_argument("--format", help="flac | wav (default flac)")
+    p.add_argument("--config", help="YAML options file, e.g. configs/synthesize.yaml")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
+    p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
+    p.add_argument("--batch-size", type=int, help="pieces per batched model call (default 8)")
+    p.add_argument("--max-piece-chars", type=int, help="longest sentence piece given to the model")
+    p.add_argument("--verify-with", metavar="ASR_MODEL", help="transcribe the audio and add asr_text and cer")
+    p.add_argument("--max-cer", type=float, help="with --verify-with: rows above this CER get an error")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing OUTPUT")
+    p.set_defaults(handler=_synthesize)
 
 
 def _add_fixtures(commands) -> None:
@@ -155,6 +192,32 @@ def _export(args: argparse.Namespace) -> int:
     except ExportError as err:
         raise CliError(str(err)) from err
     print(summary.describe(args.directory, args.formats))
+    return 0
+
+
+def _synthesize(args: argparse.Namespace) -> int:
+    from jobs import synthesize
+    from jobs.output import OutputError
+    from jobs.runtime import ray_session
+    from speech.asr import ModelError as AsrModelError
+    from speech.inputs import InputError
+    from speech.options import OptionsError, SynthesizeOptions, load_options
+    from speech.tts import ModelError
+
+    overrides = {
+        key: getattr(args, key)
+        for key in (
+            "input", "output", "model", "backend", "voice", "seed", "language", "format", "address", "actors",
+            "cpus_per_actor", "gpus_per_actor", "batch_size", "max_piece_chars", "verify_with", "max_cer", "overwrite",
+        )
+    }
+    try:
+        options = load_options(SynthesizeOptions, args.config, overrides)
+        with ray_session(options.address):
+            summary = synthesize.run(options)
+    except (OptionsError, InputError, ModelError, AsrModelError, OutputError) as err:
+        raise CliError(str(err)) from err
+    print(json.dumps(summary.__dict__, indent=2))
     return 0
 
 
