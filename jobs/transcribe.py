@@ -92,23 +92,17 @@ class PrepareUnits:
     def __call__(self, batch: pa.Table) -> pa.Table:
         items = [self._prepare(row) for row in batch.to_pylist()]
         units = self._pack(items)
-        return pa.table(
-            {
-                "payload": pa.array([pickle.dumps(u, protocol=5) for u in units], pa.binary()),
-                "num_items": pa.array([len(u.items) for u in units], pa.int32()),
-            }
-        )
+        return pa.table({"payload": pa.array([pickle.dumps(u, protocol=5) for u in units], pa.binary())})
 
     def _prepare(self, row: dict) -> _Item:
         item = _Item(row["id"], row["path"], row["reference"], row["language"], error=row["error"])
         if item.error is None:
             try:
                 audio = decode(item.path, self.front_end.sample_rate)
-            except (AudioDecodeError, OSError) as err:
-                item.error = _describe(err)
-            else:
                 item.duration_s = len(audio) / self.front_end.sample_rate
                 item.windows = self.front_end.windows(audio)
+            except Exception as err:  # noqa: BLE001 - one bad file must not fail its window
+                item.error = _describe(err)
         return item
 
     def _pack(self, items: list[_Item]) -> list[_Unit]:
