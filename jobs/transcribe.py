@@ -22,6 +22,7 @@ import math
 import pickle
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -89,10 +90,12 @@ class PrepareUnits:
         self.front_end = load_front_end(options.model, options)
         self.budget = int(options.budget_s * self.front_end.sample_rate)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         items = [self._prepare(row) for row in batch.to_pylist()]
-        units = self._pack(items)
-        return pa.table({"payload": pa.array([pickle.dumps(u, protocol=5) for u in units], pa.binary())})
+        # One block per unit: Ray Data hands blocks to model actors, so this lets every
+        # actor of the pool (on every node) take units from the same window.
+        for unit in self._pack(items):
+            yield pa.table({"payload": pa.array([pickle.dumps(unit, protocol=5)], pa.binary())})
 
     def _prepare(self, row: dict) -> _Item:
         item = _Item(row["id"], row["path"], row["reference"], row["language"], error=row["error"])
@@ -107,6 +110,7 @@ class PrepareUnits:
 
     def _pack(self, items: list[_Item]) -> list[_Unit]:
         failed = [i for i in items if i.error is not None]
+        speechless = [i for i in items if i.error is None and not i.windows]  # VAD found no speech
         chunked = [i for i in items if len(i.windows) > 1]
         single = [i for i in items if len(i.windows) == 1]
         lengths = [i.windows[0].num_samples for i in single]
@@ -114,9 +118,10 @@ class PrepareUnits:
         # A chunked file is one unit (the recognizer batches its chunks), so its
         # chunks are stitched where they are computed, with no shuffle.
         units += [_Unit([item]) for item in chunked]
-        if failed:
-            # Error rows cost nothing to carry; they ride along to the writer.
-            units.append(_Unit(failed))
+        if failed or speechless:
+            # Error rows and speechless files cost nothing to carry; they ride along to the
+            # writer (the recognizer gives a file without windows an empty transcript).
+            units.append(_Unit(failed + speechless))
         return units
 
 
@@ -155,7 +160,7 @@ class RecognizeUnits:
 
     def _transcribe(self, items: list[_Item]) -> list:
         faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
-        return self.recognizer.transcribe([i.windows for i in items])
+        return self.recognizer.transcribe([i.windows for i in items], [i.language for i in items])
 
     def _row(self, item: _Item, result) -> TranscriptRow:
         row = TranscriptRow(
@@ -221,7 +226,7 @@ def check(options: TranscribeOptions) -> Plan:
 
     Raises ModelError, InputError or OutputError with a one-line reason.
     """
-    backend = detect_backend(options.model)
+    backend = detect_backend(options.model, options)  # the model, and options it cannot honour
     inputs = resolve_inputs(options.inputs)
     job = {"job": "transcribe", "backend": backend, **options.result_options()}
     return Plan(backend, inputs, open_output(options.output, job=job, overwrite=options.overwrite))
