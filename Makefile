@@ -7,6 +7,8 @@ FIXTURES := .cache/fixtures
 setup: .venv/.installed
 
 .venv/.installed: pyproject.toml
+	# torchcodec (audio in Hugging Face datasets) needs FFmpeg's shared libraries.
+	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null)
 	python3.11 -m venv .venv
 	# pip reads this machine's local wheel copies; torch 2.14.1 comes from there.
 	.venv/bin/pip install -q -e '.[test]'
