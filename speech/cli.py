@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_synthesize(commands)
     _add_fixtures(commands)
     _add_export(commands)
+    _add_bench(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -53,7 +55,9 @@ def _add_transcribe(commands) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
-    p.add_argument("--model", help="hub id or local checkpoint directory (any AutoModelForCTC)")
+    p.add_argument(
+        "--model", help="hub id or local checkpoint directory (any AutoModelForCTC or WhisperForConditionalGeneration)"
+    )
     p.add_argument("--config", help="YAML options file, e.g. configs/transcribe.yaml")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default: 10 on CPU, 240 on GPU)")
@@ -63,7 +67,18 @@ def _add_transcribe(commands) -> None:
     p.add_argument("--dtype", help="float32 | float16 | bfloat16 (float16 needs a GPU)")
     p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
     p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
-    p.add_argument("--language", help="language code recorded on rows whose manifest gives none")
+    p.add_argument(
+        "--language",
+        help="language of rows whose manifest gives none; 'auto' (default): Whisper detects it per file",
+    )
+    p.add_argument("--task", choices=("transcribe", "translate"), help="Whisper: translate gives English text")
+    p.add_argument(
+        "--timestamps", choices=("none", "segment", "word"), help="Whisper: segment (default) or word timings"
+    )
+    p.add_argument(
+        "--vad", action="store_true", default=None, help="Whisper: transcribe only speech found by Silero VAD"
+    )
+    p.add_argument("--max-new-tokens", type=int, help="Whisper: bound on tokens per 30 s window")
     p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
     p.add_argument(
         "--overwrite", action="store_true", default=None,
@@ -112,6 +127,7 @@ def _add_fixtures(commands) -> None:
         description="Write tiny random-weight checkpoints (built offline, loadable with from_pretrained) and print their paths.",
     )
     p.add_argument("directory", help="where to write them; existing up-to-date fixtures are reused")
+    p.add_argument("--kokoro", action="store_true", help="also build the Kokoro fixture (~235 MB, 59M params)")
     p.set_defaults(handler=_fixtures)
 
 
@@ -137,6 +153,40 @@ def _add_export(commands) -> None:
     )
     p.add_argument("-o", "--directory", required=True, metavar="DIR", help="where to write the files")
     p.set_defaults(handler=_export)
+
+
+def _add_bench(commands) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="benchmark against peer systems on this machine",
+        description=(
+            "Run this project and its peers side by side on the same machine, corpus and weights, "
+            "each system in its own process, and print RTFx, ratios, padding efficiency and peak memory. "
+            "asr: our transcribe job vs transformers' pipeline (one at a time; batched, unsorted) and the "
+            "bare model forward (the ceiling). See docs/benchmarks.md."
+        ),
+        epilog="example: speech bench asr --quick --json bench.json",
+    )
+    p.add_argument("what", choices=["asr"], help="what to benchmark")
+    p.add_argument("--quick", action="store_true", help="tiny model and corpus: checks the benchmark runs (CI); times mean nothing")
+    p.add_argument("--json", metavar="FILE", help="also write the raw figures and ratios as JSON")
+    p.add_argument("--files", type=_positive, help="corpus size in files (default 150, quick 12)")
+    p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
+    p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
+    p.add_argument("--memory-scale", type=_positive, default=10, help="the memory run's corpus multiple (default 10)")
+    p.add_argument("--cache", help="where checkpoints and corpora are built once (default $SPEECH_FIXTURES_DIR or .cache/fixtures)")
+    p.add_argument("--work", help="keep each system's log and output here (default: a temporary directory, removed)")
+    p.set_defaults(handler=_bench)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _formats(text: str) -> list[str]:
@@ -171,6 +221,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         for key in (
             "inputs", "output", "model", "address", "batch_seconds", "actors", "cpus_per_actor",
             "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare_actors", "overwrite",
+            "task", "timestamps", "vad", "max_new_tokens",
         )
     }
     try:
@@ -221,10 +272,73 @@ def _synthesize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from speech.bench import asr
+    from speech.bench.systems import BenchError
+
+    cache = Path(args.cache or os.environ.get("SPEECH_FIXTURES_DIR") or ".cache/fixtures")
+    bench = asr.AsrBench(
+        cache=cache, quick=args.quick, files=args.files, model=args.model, threads=args.threads,
+        memory_scale=args.memory_scale, work=Path(args.work) if args.work else None,
+    )
+    try:
+        report = asr.run(bench, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except BenchError as err:
+        raise CliError(str(err)) from err
+    print(asr.format_table(report))
+    if args.json:
+        asr.write_json(report, args.json)
+    return 0
+
+
+def _add_serve(commands) -> None:
+    p = commands.add_parser(
+        "serve",
+        help="serve the models over HTTP (OpenAI-compatible audio API) with Ray Serve",
+        description=(
+            "Run the Ray Serve app of --config (a Serve config file; `serve run` takes the same file) "
+            "until Ctrl-C: POST /v1/audio/transcriptions, /v1/audio/translations, /v1/audio/speech, "
+            "GET /v1/models, /health. Model flags replace the config's models: exactly the given ones "
+            "are served, the first of each kind being the default. Uses $RAY_ADDRESS when set, else "
+            "starts a local Ray."
+        ),
+        epilog="example: speech serve --asr-model facebook/wav2vec2-base-960h --tts-model facebook/mms-tts-eng --port 8000",
+    )
+    p.add_argument("--config", default="configs/serve.yaml", help="Serve config file (default: configs/serve.yaml)")
+    p.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default: the config's, 8000)")
+    p.add_argument("--asr-model", dest="asr_models", action="append", metavar="M",
+                   help="speech recognition model: hub id or checkpoint directory (repeatable)")
+    p.add_argument("--tts-model", dest="tts_models", action="append", metavar="M",
+                   help="speech synthesis model: hub id or checkpoint directory (repeatable)")
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serve.app import ConfigError, check_models, resolve_config, run
+
+    try:
+        config = resolve_config(
+            args.config, host=args.host, port=args.port, asr_models=args.asr_models, tts_models=args.tts_models
+        )
+        check_models(config)  # what Serve's build step will find, before Ray starts: fails in seconds
+    except ConfigError as err:
+        raise CliError(str(err)) from err
+    run(config)
+    return 0
+
+
 def _fixtures(args: argparse.Namespace) -> int:
     from speech.testing.checkpoints import build_fixtures
+    from speech.testing.tts_checkpoints import build_kokoro_fixture, build_tts_fixtures
 
-    for name, path in build_fixtures(args.directory).items():
+    built = {**build_fixtures(args.directory), **build_tts_fixtures(args.directory)}
+    if args.kokoro:
+        built["tts-kokoro"] = build_kokoro_fixture(args.directory)
+    for name, path in built.items():
         print(f"{name}\t{path}")
     return 0
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 
@@ -92,7 +92,15 @@ class TranscribeOptions(_Options):
     chunk_length_s: float = Field(30.0, gt=0)
     stride_length_s: float | None = Field(None, ge=0)  # None: chunk_length_s / 6 each side
 
-    language: str | None = None  # recorded on rows whose manifest gives none
+    # A row's manifest language wins, then this one; None (or "auto") lets Whisper detect
+    # each file's language from its first window. CTC models only record it.
+    language: str | None = None
+
+    # Sequence models (Whisper); CTC models refuse translate and vad.
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: English text
+    timestamps: Literal["none", "segment", "word"] = "segment"  # word: alignment-head timings
+    vad: bool = False  # cut speech with Silero VAD and pack it into 30 s windows
+    max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
 
     # Longer files get an error row instead of a transcript (None: no limit). A guard
     # against absurd inputs; without it, long files are chunked and streamed through.
@@ -107,6 +115,11 @@ class TranscribeOptions(_Options):
         the job runs (inputs, resources, batching) may change between runs.
         """
         return self.model_dump(mode="json", exclude=_RUNTIME_ONLY)
+
+    @field_validator("language")
+    @classmethod
+    def _auto_is_none(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip().lower() in ("", "auto") else value.strip()
 
     @model_validator(mode="after")
     def _consistent(self) -> "TranscribeOptions":

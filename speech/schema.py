@@ -2,11 +2,13 @@
 
 ``INPUT_SCHEMA`` is what input resolution produces (one row per audio file);
 ``TRANSCRIPT_SCHEMA`` is what the transcription job writes, whatever the backend.
+``SYNTHESIS_SCHEMA`` is what the synthesis job writes: a Hugging Face audio dataset.
 Row dataclasses mirror the schemas so Python code never builds dicts by hand.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Iterable
 
@@ -103,3 +105,60 @@ def transcripts_table(rows: Iterable[TranscriptRow]) -> pa.Table:
     """Rows -> a table with exactly ``TRANSCRIPT_SCHEMA``."""
     return pa.Table.from_pylist([asdict(row) for row in rows], schema=TRANSCRIPT_SCHEMA)
 
+
+
+# --- speech synthesis ----------------------------------------------------------------------
+
+#: How ``datasets.Audio`` stores audio in Parquet: the encoded file's bytes and its path.
+AUDIO_TYPE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+
+# The ``huggingface`` schema metadata that makes ``datasets`` decode ``audio`` as Audio. No
+# sampling rate is given: each file decodes at its own rate (``sample_rate`` column).
+_HF_FEATURES = {"info": {"features": {"audio": {"_type": "Audio"}}}}
+
+SYNTHESIS_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string()),  # the row's text as given
+        pa.field("audio", AUDIO_TYPE),  # null when the row failed
+        pa.field("sample_rate", pa.int32()),  # Hz
+        pa.field("num_samples", pa.int64()),  # exact length of the decoded audio
+        pa.field("duration_s", pa.float64()),  # num_samples / sample_rate
+        pa.field("voice", pa.string()),  # resolved voice (name, speaker index or "seed:N")
+        pa.field("seed", pa.int64()),
+        pa.field("language", pa.string()),
+        pa.field("pieces", pa.int32()),  # sentence pieces synthesized and joined
+        pa.field("model", pa.string()),
+        pa.field("backend", pa.string()),
+        pa.field("asr_text", pa.string()),  # round-trip transcript (--verify-with)
+        pa.field("cer", pa.float64()),  # character error rate of asr_text against text
+        pa.field("error", pa.string()),  # null on success; the reason otherwise
+    ],
+    metadata={"huggingface": json.dumps(_HF_FEATURES)},
+)
+
+
+@dataclass
+class SynthesisRow:
+    """One output row; field names and meanings are those of ``SYNTHESIS_SCHEMA``."""
+
+    id: str
+    text: str | None = None
+    audio: dict | None = None  # {"bytes": ..., "path": ...}
+    sample_rate: int | None = None
+    num_samples: int | None = None
+    duration_s: float | None = None
+    voice: str | None = None
+    seed: int | None = None
+    language: str | None = None
+    pieces: int | None = None
+    model: str | None = None
+    backend: str | None = None
+    asr_text: str | None = None
+    cer: float | None = None
+    error: str | None = None
+
+
+def synthesis_table(rows: Iterable[SynthesisRow]) -> pa.Table:
+    """Rows -> a table with exactly ``SYNTHESIS_SCHEMA`` (metadata included)."""
+    return pa.Table.from_pylist([asdict(row) for row in rows], schema=SYNTHESIS_SCHEMA)

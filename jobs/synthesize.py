@@ -1,0 +1,413 @@
+"""The dataset synthesis job: text corpus -> front end -> TTS model actors -> audio + Parquet.
+
+Stages (each a Ray Data operator, streaming; the driver only reads the text table):
+
+1. **sort** rows by text length (with the id as tie-break, so reruns batch identically)
+   and materialize that small table, so the actor stages do not starve the sort's tasks.
+2. **front end** (CPU actors holding the backend's text front end): check the id and the
+   text, resolve the voice, split at sentence boundaries, encode each piece (tokens,
+   phonemes). A bad row gets its ``error`` here and flows on.
+3. **synthesize** (model actors, one replica each): all pieces of a call, bucketed by
+   length by the backend where it batches, then joined back per row with short pauses.
+4. **write** (CPU tasks): encode FLAC/WAV, write ``OUTPUT/audio/<id>.<fmt>`` through fsspec,
+   and emit rows with ``SYNTHESIS_SCHEMA``; Ray Data writes them as Parquet under OUTPUT.
+5. optionally **verify**: transcribe the written audio with the transcription job and add
+   ``asr_text``/``cer`` (rows above ``max_cer`` get an error), then ``_summary.json``.
+
+Every input row reaches the output exactly once, with its audio or its error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import pickle
+import posixpath
+import time
+from dataclasses import asdict, dataclass
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+import soundfile as sf
+
+from jobs import output as output_files
+from jobs.output import SUMMARY_FILE, open_output, write_json
+from speech.options import SynthesizeOptions
+from speech.schema import SYNTHESIS_SCHEMA, SynthesisRow, synthesis_table
+from speech.text import TextError
+from speech.text.corpus import read_corpus
+from speech.tts import detect_backend, load_front_end, load_model
+from speech.tts.frontend import prepare_row
+
+log = logging.getLogger(__name__)
+
+AUDIO_DIR = "audio"
+_VERIFY_DIR = "_verify"
+_MAX_ID_PART = 200  # characters per path component of an id
+
+# Columns between the stages (besides the corpus columns).
+_PAYLOAD = "payload"  # pickled list[Utterance] from the front end
+_SAMPLES = "samples"  # float32 waveform bytes from the model
+_SAMPLE_RATE = "sample_rate"
+
+
+def audio_name(row_id: str, fmt: str) -> str:
+    """The relative file name of a row's audio, ``<id>.<fmt>``, or ``TextError`` if unsafe.
+
+    Ids may have ``/``-separated parts (``en/001``) but no empty, ``.`` or ``..`` part, no
+    leading ``/``, backslash, ``:`` or control character, so no id escapes OUTPUT/audio.
+    """
+    parts = row_id.split("/")
+    bad = (
+        not row_id
+        or any(part in ("", ".", "..") or len(part) > _MAX_ID_PART for part in parts)
+        or any(c in "\\:" or ord(c) < 32 or ord(c) == 127 for c in row_id)
+    )
+    if bad:
+        raise TextError(f"id {row_id!r} cannot be used as a file name (empty, '.', '..', '/', '\\', ':' or control characters)")
+    return f"{row_id}.{fmt}"
+
+
+class PrepareRows:
+    """Ray Data callable holding the text front end: corpus rows -> rows with encoded pieces."""
+
+    def __init__(self, options: SynthesizeOptions):
+        self.options = options
+        self.front_end = load_front_end(options)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        payloads, errors, voices, seeds, languages = [], [], [], [], []
+        for row in batch.to_pylist():
+            seed = self.options.seed if row["seed"] is None else int(row["seed"])
+            language = row["language"] or self.options.language
+            voice = row["voice"] or self.options.voice
+            try:
+                audio_name(row["id"], self.options.format)
+                utterances = prepare_row(
+                    self.front_end,
+                    row["text"],
+                    voice=voice,
+                    language=language,
+                    seed=seed,
+                    max_text_chars=self.options.max_text_chars,
+                )
+            except TextError as err:
+                payloads.append(None)
+                errors.append(str(err))
+            else:
+                payloads.append(pickle.dumps(utterances, protocol=5))
+                errors.append(None)
+                voice = utterances[0].voice
+            voices.append(voice)
+            seeds.append(seed)
+            languages.append(language)
+        return pa.table(
+            {
+                "id": batch["id"],
+                "text": batch["text"],
+                "voice": pa.array(voices, pa.string()),
+                "seed": pa.array(seeds, pa.int64()),
+                "language": pa.array(languages, pa.string()),
+                _PAYLOAD: pa.array(payloads, pa.binary()),
+                "error": pa.array(errors, pa.string()),
+            }
+        )
+
+
+class SynthesizeRows:
+    """Ray Data callable holding one TTS model replica: rows with pieces -> rows with waveforms."""
+
+    def __init__(self, options: SynthesizeOptions):
+        import torch
+
+        torch.set_num_threads(options.torch_threads or max(1, math.ceil(options.cpus_per_actor)))
+        self.options = options
+        self.model = load_model(options, "cuda" if options.gpus_per_actor > 0 else "cpu")
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        todo = {i: pickle.loads(r[_PAYLOAD]) for i, r in enumerate(rows) if r["error"] is None}
+        results = self._synthesize(todo)
+        samples, counts = [], []
+        for i, row in enumerate(rows):
+            result = results.get(i)
+            if isinstance(result, str):
+                row["error"] = result
+            samples.append(result.tobytes() if isinstance(result, np.ndarray) else None)
+            counts.append(len(todo[i]) if i in todo else None)
+        return pa.table(
+            {
+                **{name: batch[name] for name in ("id", "text", "voice", "seed", "language")},
+                _SAMPLES: pa.array(samples, pa.binary()),
+                _SAMPLE_RATE: pa.array([self.model.sample_rate] * len(rows), pa.int32()),
+                "pieces": pa.array(counts, pa.int32()),
+                "error": pa.array([r["error"] for r in rows], pa.string()),
+            }
+        )
+
+    def _synthesize(self, todo: dict[int, list]) -> dict[int, np.ndarray | str]:
+        """Row index -> joined waveform, or the error message of a row whose synthesis failed."""
+        flat = [(i, k, u) for i, utterances in todo.items() for k, u in enumerate(utterances)]
+        # Similar lengths side by side, so backends that batch pad little.
+        flat.sort(key=lambda item: (item[2].cost, item[0], item[1]))
+        try:
+            waveforms = self.model.synthesize([u for _, _, u in flat])
+        except Exception as err:  # noqa: BLE001 - a poison row must not fail its batch-mates
+            log.warning("synthesis of %d pieces failed (%s); retrying row by row", len(flat), _describe(err))
+            return {i: self._one_row(utterances) for i, utterances in todo.items()}
+        per_row: dict[int, list] = {i: [None] * len(utterances) for i, utterances in todo.items()}
+        for (i, k, _), waveform in zip(flat, waveforms):
+            per_row[i][k] = waveform
+        return {i: self._join(parts) for i, parts in per_row.items()}
+
+    def _one_row(self, utterances: list) -> np.ndarray | str:
+        try:
+            return self._join(self.model.synthesize(utterances))
+        except Exception as err:  # noqa: BLE001 - recorded in the row's error
+            return f"model failed: {_describe(err)}"
+
+    def _join(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Pieces of one row in reading order, with ``sentence_pause_s`` of silence between them."""
+        pause = np.zeros(int(round(self.options.sentence_pause_s * self.model.sample_rate)), np.float32)
+        joined: list[np.ndarray] = []
+        for k, part in enumerate(parts):
+            if k:
+                joined.append(pause)
+            joined.append(np.asarray(part, np.float32))
+        return np.concatenate(joined)
+
+
+def write_audio(batch: pa.Table, *, options: SynthesizeOptions, model: str, backend: str) -> pa.Table:
+    """Encode and write each row's audio file; returns rows with exactly ``SYNTHESIS_SCHEMA``."""
+    root = options.output.rstrip("/")
+    rows = []
+    for row in batch.to_pylist():
+        out = SynthesisRow(
+            id=row["id"],
+            text=row["text"],
+            voice=row["voice"],
+            seed=row["seed"],
+            language=row["language"],
+            pieces=row["pieces"],
+            model=model,
+            backend=backend,
+            error=row["error"],
+        )
+        if row["error"] is None:
+            samples = np.frombuffer(row[_SAMPLES], np.float32)
+            rate = int(row[_SAMPLE_RATE])
+            try:
+                data = encode_audio(samples, rate, options.format)
+                path = f"{root}/{AUDIO_DIR}/{audio_name(row['id'], options.format)}"
+                with fsspec.open(path, "wb", auto_mkdir=True) as f:
+                    f.write(data)
+            except (OSError, RuntimeError, sf.LibsndfileError) as err:
+                out.error = f"cannot write audio: {_describe(err)}"
+            else:
+                out.audio = {"bytes": data if options.embed_audio else None, "path": path}
+                out.sample_rate = rate
+                out.num_samples = len(samples)
+                out.duration_s = len(samples) / rate
+        rows.append(out)
+    return synthesis_table(rows)
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """Mono float32 ``[n]`` -> 16-bit FLAC or WAV file bytes (samples clipped to [-1, 1])."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format=fmt.upper(), subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Figures of one run, as written to ``OUTPUT/_summary.json``."""
+
+    rows: int
+    ok: int
+    errors: int
+    audio_seconds: float  # audio generated for the rows without error
+    wall_seconds: float  # pipeline time, from reading the input to the summary (Ray start excluded)
+    real_time_factor: float  # wall_seconds / audio_seconds: below 1 is faster than real time
+    model: str
+    backend: str
+    output: str
+    verified_with: str | None = None
+    mean_cer: float | None = None  # over rows that were transcribed
+    rejected: int | None = None  # rows whose CER is above max_cer
+
+
+def run(options: SynthesizeOptions) -> Summary:
+    """Run the job on a Ray that is already initialized; returns the summary."""
+    started = time.perf_counter()
+    backend = detect_backend(options.model, options.backend)  # fail fast, before any actor starts
+    corpus = read_corpus(options.input)
+    _remove_verify_leftovers(options.output)
+    # Same rules as the transcription job: a rerun into OUTPUT resumes (rows already
+    # written are skipped) unless the job differs; --overwrite starts afresh.
+    output = open_output(options.output, job=_job(options, backend), overwrite=options.overwrite)
+    todo = corpus
+    if output.done_ids:
+        done = pa.array(sorted(output.done_ids), pa.string())
+        todo = corpus.filter(pc.invert(pc.is_in(corpus["id"], value_set=done)))
+    log.info("synthesizing %d rows with %s (%s); %d already done", todo.num_rows, options.model, backend,
+             corpus.num_rows - todo.num_rows)
+    if todo.num_rows:
+        _pipeline(options, backend, todo).write_parquet(options.output, schema=SYNTHESIS_SCHEMA)
+    verification = verify(options) if options.verify_with else None
+    return summarize(options, backend, time.perf_counter() - started, verification)
+
+
+def _job(options: SynthesizeOptions, backend: str) -> dict:
+    """What decides the rows' content; a resumed run must agree with the earlier ones on it."""
+    content = options.model_dump(
+        mode="json",
+        include={"model", "voice", "seed", "language", "format", "embed_audio", "max_text_chars", "max_piece_chars",
+                 "sentence_pause_s", "speed", "refine_text", "temperature", "top_p", "top_k", "max_new_tokens"},
+    )
+    return {"job": "synthesize", "backend": backend, **content}
+
+
+def _pipeline(options: SynthesizeOptions, backend: str, todo: pa.Table) -> ray.data.Dataset:
+    chars = pc.utf8_length(pc.fill_null(todo["text"], ""))
+    ordered = ray.data.from_arrow(todo.append_column("_chars", chars)).sort(["_chars", "id"]).materialize()
+    pool = options.pool
+    return (
+        ordered.map_batches(
+            PrepareRows,
+            fn_constructor_args=(options,),
+            batch_size=options.rows_per_call,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=options.front_end_actors),
+            num_cpus=options.cpus_per_front_end,
+        )
+        .map_batches(
+            SynthesizeRows,
+            fn_constructor_args=(options,),
+            batch_size=options.rows_per_call,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
+            num_cpus=options.cpus_per_actor,
+            num_gpus=options.gpus_per_actor,
+        )
+        .map_batches(
+            write_audio,
+            fn_kwargs={"options": options, "model": options.model, "backend": backend},
+            batch_format="pyarrow",
+            num_cpus=0.25,
+        )
+    )
+
+
+def verify(options: SynthesizeOptions) -> tuple[float | None, int]:
+    """Transcribe the written audio with ``options.verify_with`` and add ``asr_text``/``cer``.
+
+    Runs the transcription job on a manifest of the rows that have audio, joins its
+    transcripts by id, and rewrites each Parquet file of the output in place. Rows whose
+    CER is above ``max_cer`` (or whose transcription failed) get an ``error``.
+    Returns ``(mean CER over transcribed rows, rows rejected)``.
+    """
+    from jobs import transcribe
+    from speech.options import TranscribeOptions
+    from speech.text.score import character_error_rate
+
+    root = options.output.rstrip("/")
+    work = f"{root}/{_VERIFY_DIR}"
+    table = read_output(options.output, columns=["id", "text", "audio", "asr_text", "error"])
+    # Rows verified by an earlier run of a resumed job keep their scores.
+    ok = table.filter(pc.and_(pc.is_null(table["error"]), pc.is_null(table["asr_text"])))
+    if ok.num_rows == 0:
+        return None, 0
+    manifest = f"{work}/manifest.jsonl"
+    with fsspec.open(manifest, "w", auto_mkdir=True) as f:
+        for row in ok.select(["id", "audio"]).to_pylist():
+            f.write(json.dumps({"id": row["id"], "path": row["audio"]["path"]}) + "\n")
+    asr = transcribe.run(
+        TranscribeOptions(
+            inputs=[manifest],
+            output=f"{work}/asr",
+            model=options.verify_with,
+            overwrite=True,
+            cpus_per_actor=options.cpus_per_actor,
+            gpus_per_actor=options.gpus_per_actor,
+        )
+    )
+    transcripts = {
+        r["id"]: r for r in transcribe.read_output(asr.output, columns=["id", "text", "error"]).to_pylist()
+    }
+    scores: list[float] = []
+    rejected = 0
+    fs, fs_root = fsspec.core.url_to_fs(options.output)
+    for file in _parquet_files(options.output):
+        rows = pq.read_table(file, filesystem=fs).to_pylist()
+        for row in rows:
+            if row["error"] is not None or row["asr_text"] is not None:
+                continue
+            transcript = transcripts.get(row["id"])
+            if transcript is None or transcript["error"] is not None:
+                reason = "no transcript" if transcript is None else transcript["error"]
+                row["error"] = f"round-trip transcription failed: {reason}"
+                rejected += 1
+                continue
+            row["asr_text"] = transcript["text"]
+            row["cer"] = character_error_rate(row["text"], transcript["text"])
+            scores.append(row["cer"])
+            if options.max_cer is not None and row["cer"] > options.max_cer:
+                row["error"] = f"round-trip CER {row['cer']:.3f} is above max_cer {options.max_cer}"
+                rejected += 1
+        pq.write_table(pa.Table.from_pylist(rows, schema=SYNTHESIS_SCHEMA), file, filesystem=fs)
+    fs.rm(f"{fs_root.rstrip('/')}/{_VERIFY_DIR}", recursive=True)
+    return (float(np.mean(scores)) if scores else None), rejected
+
+
+def summarize(
+    options: SynthesizeOptions, backend: str, wall_seconds: float, verification: tuple[float | None, int] | None
+) -> Summary:
+    """Read the written output back and write ``_summary.json`` beside it."""
+    table = read_output(options.output, columns=["error", "duration_s"])
+    ok = table.filter(pc.is_null(table["error"]))
+    audio = float(np.nansum(ok["duration_s"].to_numpy(zero_copy_only=False)))
+    summary = Summary(
+        rows=table.num_rows,
+        ok=ok.num_rows,
+        errors=table.num_rows - ok.num_rows,
+        audio_seconds=round(audio, 3),
+        wall_seconds=round(wall_seconds, 3),
+        real_time_factor=round(wall_seconds / audio, 4) if audio > 0 else 0.0,
+        model=options.model,
+        backend=backend,
+        output=options.output,
+        verified_with=options.verify_with,
+        mean_cer=None if verification is None or verification[0] is None else round(verification[0], 4),
+        rejected=None if verification is None else verification[1],
+    )
+    write_json(f"{options.output.rstrip('/')}/{SUMMARY_FILE}", asdict(summary))
+    return summary
+
+
+def read_output(output: str, columns: list[str] | None = None) -> pa.Table:
+    """A synthesis output directory (every run into it) as one table."""
+    return output_files.read_output(output, SYNTHESIS_SCHEMA, columns)
+
+
+def _remove_verify_leftovers(output: str) -> None:
+    """Drop the work directory of a verification that was killed (only in this tool's outputs)."""
+    fs, root = fsspec.core.url_to_fs(output)
+    root = root.rstrip("/")
+    if fs.exists(f"{root}/{output_files.JOB_FILE}") and fs.exists(f"{root}/{_VERIFY_DIR}"):
+        fs.rm(f"{root}/{_VERIFY_DIR}", recursive=True)
+
+
+def _parquet_files(output: str) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(output)
+    return sorted(p for p in fs.ls(root, detail=False) if posixpath.basename(p).endswith(".parquet"))
+
+
+def _describe(err: BaseException) -> str:
+    return str(err) if isinstance(err, TextError) else f"{type(err).__name__}: {err}"

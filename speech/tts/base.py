@@ -1,0 +1,66 @@
+"""What every TTS backend exchanges: text in, waveforms out.
+
+A backend has two halves so that each runs where it belongs:
+
+* a **front end** (CPU, light): voice resolution, the backend's own text normalization,
+  pronounceability checks and encoding (tokens, phonemes) of one sentence-sized piece;
+* a **model** (GPU when there is one): encoded pieces -> waveforms. Inside, backends that
+  make mel spectrograms finish with a vocoder (see :mod:`speech.tts.vocoder`).
+
+The common steps around them (normalize, validate, split, seed per piece) are in
+:mod:`speech.tts.frontend`, so every backend treats bad rows the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One model input: a sentence-sized piece of one row, encoded by the backend's front end."""
+
+    text: str  # the piece as cut from the row (for messages)
+    inputs: Any  # what the model consumes: token ids (vits), phonemes (kokoro), normalized text (chattts)
+    cost: int  # batching cost, in the backend's input units (tokens, phonemes, characters)
+    voice: str  # resolved voice name or speaker embedding
+    seed: int  # sampling seed of this piece (derived from the row's seed and the piece's index)
+
+
+class TextFrontEnd(Protocol):
+    """CPU half of a backend; loads no network weights."""
+
+    backend: str  # short name recorded in every output row
+    max_piece_chars: int  # longest piece (characters) the model is given at once
+
+    def resolve_voice(self, voice: str | None, seed: int) -> str:
+        """The voice a row uses (``None``: the model's default, or one drawn from ``seed`` where
+        voices are sampled); raises ``TextError`` if unknown."""
+        ...
+
+    def strip_markers(self, text: str) -> str:
+        """``text`` without the backend's prosody markers (what is checked for speakable content)."""
+        ...
+
+    def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[Any, int]:
+        """One piece -> ``(model inputs, cost)``; raises ``TextError`` if it cannot be said."""
+        ...
+
+
+class TtsModel(Protocol):
+    """Network half of a backend."""
+
+    backend: str
+    sample_rate: int  # Hz of the waveforms it returns
+
+    def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
+        """One mono float32 waveform ``[num_samples]`` per utterance, in order.
+
+        Batching is the model's business; the result for an utterance must not depend on
+        which other utterances share its call (same samples within float tolerance, same
+        length), so that a dataset is reproducible whatever the batch sizes.
+        """
+        ...

@@ -1,0 +1,85 @@
+"""The common text front end: one input row -> the utterances a TTS model synthesizes.
+
+Every backend goes through the same steps, so bad rows fail the same way whatever the
+model: normalize, validate, resolve the voice, split at sentence boundaries, then let the
+backend encode each piece (its own normalization, pronounceability check, tokens).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from speech.text import TextError, check_text, normalize_text, split_sentences
+from speech.tts.base import TextFrontEnd, Utterance
+
+
+class PieceTooLong(TextError):
+    """A piece encodes to more model inputs than the model takes; the front end splits it further."""
+
+
+#: How many times a piece that encodes too long is halved before the row fails.
+_MAX_RESPLITS = 4
+
+
+def piece_seed(row_seed: int, index: int) -> int:
+    """Seed of a row's ``index``-th piece: a fixed function of both, in [0, 2**31).
+
+    Each piece gets its own stream so that splitting a row differently never changes
+    the audio of the pieces before the change, and no two pieces share noise.
+    """
+    return int(np.random.SeedSequence([row_seed & 0xFFFFFFFF, index]).generate_state(1)[0] >> 1)
+
+
+def prepare_row(
+    front_end: TextFrontEnd,
+    text: str | None,
+    *,
+    voice: str | None,
+    language: str | None,
+    seed: int,
+    max_text_chars: int,
+) -> list[Utterance]:
+    """Turn one row into utterances, in reading order.
+
+    Raises:
+        TextError: the row cannot be synthesized; the message is the row's ``error``.
+    """
+    text = normalize_text(text or "")
+    spoken = front_end.strip_markers(text)
+    if text and not spoken.strip():
+        raise TextError(f"text has only prosody markers, nothing to say: {text[:40]!r}")
+    check_text(spoken, max_chars=max_text_chars)
+    resolved = front_end.resolve_voice(voice, seed)
+    pieces = split_sentences(text, front_end.max_piece_chars)
+    encoded: list[tuple[str, object, int]] = []
+    for piece in pieces:
+        encoded.extend(_encode(front_end, piece, resolved, language, front_end.max_piece_chars, _MAX_RESPLITS))
+    utterances = [
+        Utterance(text=piece, inputs=inputs, cost=cost, voice=resolved, seed=piece_seed(seed, index))
+        for index, (piece, inputs, cost) in enumerate(encoded)
+    ]
+    if not utterances:
+        raise TextError(f"text has nothing the {front_end.backend} model can say: {text[:40]!r}")
+    return utterances
+
+
+def _encode(front_end: TextFrontEnd, piece: str, voice: str, language: str | None, max_chars: int, resplits: int):
+    if not check_speakable(front_end, piece) and front_end.strip_markers(piece) == piece:
+        return []  # only punctuation between sentences: nothing to say, no marker to act on
+    try:
+        inputs, cost = front_end.encode(piece, voice=voice, language=language)
+    except PieceTooLong as err:
+        smaller = split_sentences(piece, max(1, max_chars // 2))
+        if resplits == 0 or len(smaller) < 2:
+            raise TextError(f"piece too long for the model even after splitting: {err}") from err
+        return [part for p in smaller for part in _encode(front_end, p, voice, language, max_chars // 2, resplits - 1)]
+    return [(piece, inputs, cost)]
+
+
+def check_speakable(front_end: TextFrontEnd, piece: str) -> bool:
+    """Whether a piece has a letter or digit once the backend's markers are removed."""
+    try:
+        check_text(front_end.strip_markers(piece), max_chars=len(piece) + 1)
+    except TextError:
+        return False
+    return True

@@ -1,0 +1,161 @@
+"""Kokoro backend: Kokoro-82M's ``KModel`` with its voice packs, 24 kHz.
+
+A checkpoint directory has the layout of the hexgrad/Kokoro-82M hub repository:
+``config.json`` (with the phoneme vocabulary), one ``*.pth`` weights file and
+``voices/<name>.pt`` voice packs. A voice's first letter is Kokoro's language code
+(``a`` American English, ``b`` British English, ``e`` Spanish, ``f`` French, ``h`` Hindi,
+``i`` Italian, ``p`` Brazilian Portuguese, ``j`` Japanese, ``z`` Mandarin).
+
+G2P runs in the front end (CPU): misaki's own front end for the language where it is
+installed, otherwise espeak-ng through misaki's ``EspeakG2P`` (misaki's English front end
+needs the spaCy model ``en_core_web_sm``, which it would try to download; it is only used
+when already installed). ``KModel`` takes one utterance per call, so there is no batching.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from speech.text import TextError
+from speech.tts.base import Utterance
+from speech.tts.frontend import PieceTooLong
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 24_000  # Kokoro's decoder is built for 24 kHz
+
+# Kokoro language code -> espeak-ng voice, for languages whose G2P is espeak (as KPipeline
+# does) or falls back to it.
+_ESPEAK = {"a": "en-us", "b": "en-gb", "e": "es", "f": "fr-fr", "h": "hi", "i": "it", "p": "pt-br", "j": "ja", "z": "cmn"}
+# Row ``language`` values -> Kokoro language code.
+_LANGUAGES = {"en": "a", "en-us": "a", "en-gb": "b", "es": "e", "fr": "f", "fr-fr": "f", "hi": "h", "it": "i",
+              "pt": "p", "pt-br": "p", "ja": "j", "zh": "z", "cmn": "z"}
+
+
+def _voices(model: str | Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted((Path(model) / "voices").glob("*.pt"))}
+
+
+def _vocab(model: str | Path) -> tuple[dict[str, int], int]:
+    config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    return config["vocab"], int(config["plbert"]["max_position_embeddings"])
+
+
+class KokoroFrontEnd:
+    """Voice packs by name, G2P per language, phoneme checks against the model's vocabulary."""
+
+    backend = "kokoro"
+
+    def __init__(self, model: str, *, max_piece_chars: int = 300, default_voice: str | None = None):
+        self.voices = sorted(_voices(model))
+        if not self.voices:
+            raise ValueError(f"no voice packs in {Path(model) / 'voices'}")
+        self.vocab, context = _vocab(model)
+        self.max_phonemes = context - 2  # KModel adds a boundary token at each end
+        self.default_voice = default_voice or ("af_heart" if "af_heart" in self.voices else self.voices[0])
+        self.max_piece_chars = max_piece_chars
+        self._g2p: dict[str, object] = {}
+
+    def resolve_voice(self, voice: str | None, seed: int) -> str:
+        voice = voice or self.default_voice
+        if voice not in self.voices:
+            shown = ", ".join(self.voices[:10]) + (" ..." if len(self.voices) > 10 else "")
+            raise TextError(f"unknown voice {voice!r}; this kokoro model has: {shown}")
+        return voice
+
+    def strip_markers(self, text: str) -> str:
+        return text  # Kokoro has no prosody markers
+
+    def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[str, int]:
+        code = _LANGUAGES.get((language or "").lower(), voice[0])
+        phonemes, _ = self.g2p(code)(piece)
+        phonemes = (phonemes or "").strip()
+        unknown = sorted({p for p in phonemes if p not in self.vocab})
+        if unknown:
+            shown = ", ".join(repr(p) for p in unknown[:10])
+            raise TextError(f"characters the kokoro model cannot say: {piece[:40]!r} gives phonemes {shown}")
+        if not phonemes:
+            raise TextError(f"the {_ESPEAK.get(code, code)} G2P gives no phonemes for {piece[:40]!r}")
+        if len(phonemes) > self.max_phonemes:
+            raise PieceTooLong(f"{len(phonemes)} phonemes, the model takes {self.max_phonemes}")
+        return phonemes, len(phonemes)
+
+    def g2p(self, code: str):
+        """The G2P of Kokoro language ``code`` (built once per front end)."""
+        if code not in self._g2p:
+            self._g2p[code] = _build_g2p(code)
+        return self._g2p[code]
+
+
+def _build_g2p(code: str):
+    from misaki import espeak
+
+    if code not in _ESPEAK:
+        raise TextError(f"unknown kokoro language code {code!r}; known: {', '.join(_ESPEAK)}")
+    if code in "ab":
+        import spacy
+
+        if spacy.util.is_package("en_core_web_sm"):
+            from misaki import en
+
+            fallback = espeak.EspeakFallback(british=code == "b")
+            return en.G2P(trf=False, british=code == "b", fallback=fallback, unk="")
+        log.warning("spaCy model en_core_web_sm is not installed: English G2P falls back to espeak-ng")
+    elif code in "jz":
+        try:
+            if code == "j":
+                from misaki import ja
+
+                return ja.JAG2P()
+            from misaki import zh
+
+            return zh.ZHG2P()
+        except ImportError as err:
+            log.warning("misaki's %s front end is not installed (%s): G2P falls back to espeak-ng", code, err)
+    return espeak.EspeakG2P(language=_ESPEAK[code])
+
+
+class KokoroTts:
+    """A ``KModel`` replica with lazily loaded voice packs; one utterance per forward pass."""
+
+    backend = "kokoro"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: str, *, device: str = "cpu", speed: float = 1.0):
+        from kokoro import KModel
+
+        weights = sorted(Path(model).glob("*.pth"))
+        if len(weights) != 1:
+            raise ValueError(f"expected one *.pth weights file in {model}, found {len(weights)}")
+        self.device = torch.device(device)
+        # With both config and weights given, KModel reads only local files.
+        self.model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(Path(model) / "config.json"), model=str(weights[0]))
+        self.model = self.model.to(self.device).eval()
+        self.voice_files = _voices(model)
+        self.packs: dict[str, torch.Tensor] = {}
+        self.speed = speed
+
+    @torch.no_grad()
+    def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
+        """Waveforms at 24 kHz. The decoder's harmonic source draws noise from the global
+        generator, so each call is seeded with its utterance's seed."""
+        waveforms = []
+        for utterance in utterances:
+            # A pack holds one style vector per phoneme count, as KPipeline indexes it.
+            style = self._pack(utterance.voice)[len(utterance.inputs) - 1]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(utterance.seed)
+                audio = self.model(utterance.inputs, style, self.speed)
+            waveforms.append(audio.float().cpu().numpy().reshape(-1))
+        return waveforms
+
+    def _pack(self, voice: str) -> torch.Tensor:
+        if voice not in self.packs:
+            self.packs[voice] = torch.load(self.voice_files[voice], map_location="cpu", weights_only=True)
+        return self.packs[voice]

@@ -1,0 +1,110 @@
+"""VITS backend: transformers ``VitsModel`` (MMS-TTS checkpoints such as facebook/mms-tts-kor).
+
+VITS is end to end (text -> waveform, its own HiFi-GAN decoder), so no vocoder is involved.
+The tokenizer's own normalization runs in the front end: lower-casing, ``uroman``
+romanization for checkpoints trained on romanized text (Korean, for one), phonemization
+where the checkpoint asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoTokenizer, VitsModel
+from transformers.models.vits.tokenization_vits import has_non_roman_characters
+
+from speech.text import TextError
+from speech.text.validate import describe_unsayable, unsayable_characters
+from speech.tts.base import Utterance
+
+_DEFAULT_VOICE = "default"
+
+
+class VitsFrontEnd:
+    """Text -> token ids with the checkpoint's ``VitsTokenizer``; loads no weights."""
+
+    backend = "vits"
+
+    def __init__(self, model: str, *, max_piece_chars: int = 200):
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        # transformers builds a new Uroman (seconds of table loading) on every call; romanize
+        # here with one instance instead, so the tokenizer sees Latin text and skips it.
+        self.uroman = _uroman() if getattr(self.tokenizer, "is_uroman", False) else None
+        self.num_speakers = int(AutoConfig.from_pretrained(model).num_speakers)
+        self.max_piece_chars = max_piece_chars
+
+    def resolve_voice(self, voice: str | None, seed: int) -> str:
+        return resolve_speaker(voice, self.num_speakers)
+
+    def strip_markers(self, text: str) -> str:
+        return text  # VITS has no prosody markers
+
+    def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[list[int], int]:
+        tokenizer = self.tokenizer
+        # What the tokenizer will see: lower-cased, romanized or phonemized, before it
+        # silently drops what is not in its vocabulary; letters dropped there are an error.
+        if self.uroman is not None and has_non_roman_characters(piece):
+            piece = self.uroman.romanize_string(piece)
+        prepared, _ = tokenizer.prepare_for_tokenization(tokenizer.normalize_text(piece), normalize=False)
+        missing = unsayable_characters(prepared, lambda c: c in tokenizer.encoder)
+        if missing:
+            raise TextError(describe_unsayable(missing, self.backend))
+        ids = tokenizer(piece).input_ids
+        if not any(i != tokenizer.pad_token_id for i in ids):
+            raise TextError(f"no tokens the vits model knows in {piece[:40]!r}")
+        return ids, len(ids)
+
+
+def _uroman():
+    try:
+        import uroman
+    except ImportError:
+        return None  # the tokenizer warns; unromanized letters are then reported as unsayable
+    return uroman.Uroman()
+
+
+def resolve_speaker(voice: str | None, num_speakers: int) -> str:
+    """A VITS voice: ``"default"`` for single-speaker checkpoints, else a speaker index."""
+    if num_speakers <= 1:
+        if voice in (None, "", _DEFAULT_VOICE):
+            return _DEFAULT_VOICE
+        raise TextError(f"unknown voice {voice!r}: this vits model has one voice ({_DEFAULT_VOICE!r})")
+    if voice in (None, ""):
+        return "0"
+    if not voice.isdigit() or int(voice) >= num_speakers:
+        raise TextError(f"unknown voice {voice!r}: this vits model has speakers 0..{num_speakers - 1}")
+    return str(int(voice))
+
+
+class VitsTts:
+    """``VitsModel`` on a device; one utterance per forward pass (see :meth:`synthesize`)."""
+
+    backend = "vits"
+
+    def __init__(self, model: str, *, device: str = "cpu", speaking_rate: float | None = None):
+        self.device = torch.device(device)
+        self.model = VitsModel.from_pretrained(model).to(self.device).eval()
+        self.sample_rate = int(self.model.config.sampling_rate)
+        self.speaking_rate = speaking_rate
+
+    @torch.inference_mode()
+    def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
+        """Waveforms at ``sample_rate``. VITS samples its durations and latents from the
+        global generator over the whole batch tensor, so in a batch a row's noise would
+        depend on its batch-mates; one seeded call per utterance keeps every row the
+        same whatever it is grouped with."""
+        waveforms = []
+        for utterance in utterances:
+            kwargs = {}
+            if utterance.voice != _DEFAULT_VOICE:
+                kwargs["speaker_id"] = int(utterance.voice)
+            if self.speaking_rate is not None:
+                kwargs["speaking_rate"] = self.speaking_rate
+            ids = torch.tensor([utterance.inputs], device=self.device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(utterance.seed)
+                waveform = self.model(input_ids=ids, **kwargs).waveform[0]
+            waveforms.append(waveform.float().cpu().numpy())
+        return waveforms

@@ -1,0 +1,287 @@
+"""Tests of speech synthesis: backends on tiny real-architecture checkpoints, and the Ray job.
+
+Every backend is checked for the property the dataset depends on: a row's audio does not
+depend on what it is batched with (batched == one at a time, lengths exact) nor on the run
+(same seed, same audio). The job is run end to end on real local Ray.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import FIXTURES_DIR
+from jobs.output import OutputError
+from speech.options import SynthesizeOptions
+from speech.testing.tts_checkpoints import KOKORO_VOICES, build_kokoro_fixture, build_tts_fixtures
+from speech.text import TextError
+from speech.tts import detect_backend, load_front_end, load_model
+from speech.tts.frontend import prepare_row
+
+TOLERANCE = 1e-4  # max |batched - single| per sample
+PCM16_STEP = 1 / 32768  # one step of the 16-bit files the job writes
+
+
+@pytest.fixture(scope="module")
+def tts() -> dict[str, Path]:
+    return build_tts_fixtures(FIXTURES_DIR)
+
+
+def _options(model: Path | str, tmp_path: Path | None = None, **kwargs) -> SynthesizeOptions:
+    defaults = dict(input="unused.txt", output=str(tmp_path or "unused"), model=str(model), cpus_per_actor=0.5)
+    return SynthesizeOptions(**{**defaults, **kwargs})
+
+
+def _prepare(front_end, texts, seed=0, voice=None):
+    return [u for i, t in enumerate(texts) for u in prepare_row(front_end, t, voice=voice, language=None, seed=seed + i, max_text_chars=1000)]
+
+
+def _assert_batch_equals_single(model, utterances) -> float:
+    """Synthesize together and one by one; returns the max abs difference."""
+    batched = model.synthesize(utterances)
+    single = [model.synthesize([u])[0] for u in utterances]
+    assert [len(b) for b in batched] == [len(s) for s in single]
+    assert len({len(b) for b in batched}) > 1, "test needs utterances of different lengths"
+    worst = max(float(np.abs(b - s).max()) for b, s in zip(batched, single))
+    assert worst <= TOLERANCE
+    return worst
+
+
+# --- backends ------------------------------------------------------------------------------
+
+
+def test_backend_is_detected_from_the_checkpoint(tts, tmp_path):
+    assert detect_backend(str(tts["tts-vits"])) == "vits"
+    assert detect_backend(str(tts["tts-chattts"])) == "chattts"
+    assert detect_backend(str(tts["tts-vits"]), "kokoro") == "kokoro"  # --backend wins
+    from speech.tts import ModelError
+
+    with pytest.raises(ModelError, match="cannot load model"):
+        detect_backend(str(tmp_path))
+
+
+def test_vocos_batched_decode_keeps_each_clip_exact(tts):
+    from speech.tts.vocoder import VocosVocoder
+
+    vocoder = VocosVocoder.from_directory(tts["tts-vocos"])
+    generator = torch.Generator().manual_seed(0)
+    mels = [torch.randn(vocoder.n_mels, frames, generator=generator) for frames in (4, 31, 90)]
+    batched = vocoder.decode(mels)
+    for mel, waveform in zip(mels, batched):
+        upstream_single = vocoder.vocos.decode(mel[None])[0].numpy()
+        assert len(waveform) == len(upstream_single) == vocoder.num_samples(mel.shape[1])
+        assert np.abs(waveform - upstream_single).max() <= TOLERANCE
+    # Upstream batching (pad to the longest, cut back) changes the short clips (ChatTTS#813).
+    padded = torch.zeros(len(mels), vocoder.n_mels, 90)
+    for row, mel in zip(padded, mels):
+        row[:, : mel.shape[1]] = mel
+    upstream = vocoder.vocos.decode(padded)[0, : len(batched[0])].numpy()
+    assert np.abs(upstream - batched[0]).max() > 1e-3
+
+
+def test_vits_batched_equals_single_and_reruns_identically(tts):
+    options = _options(tts["tts-vits"])
+    front_end, model = load_front_end(options), load_model(options, "cpu")
+    utterances = _prepare(front_end, ["안녕하세요.", "hello world, this is longer", "오늘 날씨가 좋네요! 정말 좋아요."])
+    _assert_batch_equals_single(model, utterances)
+    again = load_model(options, "cpu").synthesize(utterances)
+    assert all(np.array_equal(a, b) for a, b in zip(model.synthesize(utterances), again))
+    other_seed = _prepare(front_end, ["안녕하세요."], seed=99)
+    assert not np.array_equal(model.synthesize(other_seed)[0][:100], model.synthesize(utterances[:1])[0][:100])
+
+
+def test_vits_front_end_rejects_what_it_cannot_say(tts):
+    front_end = load_front_end(_options(tts["tts-vits"]))
+    with pytest.raises(TextError, match=r"cannot say: '1', '2'"):
+        _prepare(front_end, ["call 12"])
+    with pytest.raises(TextError, match="unknown voice 'x'"):
+        _prepare(front_end, ["hello"], voice="x")
+    # Hangul is romanized by uroman, as for the real MMS Korean checkpoint.
+    assert _prepare(front_end, ["안녕"])[0].voice == "default"
+
+
+@pytest.fixture(scope="module")
+def chattts(tts):
+    options = _options(tts["tts-chattts"], max_new_tokens=12, batch_size=4)
+    return load_front_end(options), load_model(options, "cpu")
+
+
+def test_chattts_decoder_and_vocos_batch_with_exact_lengths(chattts):
+    _, model = chattts
+    generator = torch.Generator().manual_seed(1)
+    hidden_size = model.chat.config.gpt.hidden_size
+    hiddens = [torch.randn(tokens, hidden_size, generator=generator) for tokens in (3, 9, 17)]
+    batched = model._decode(hiddens)
+    for hidden, waveform in zip(hiddens, batched):
+        single = model._decode([hidden])[0]
+        # Two mel frames per GPT token, one hop per frame gap.
+        assert len(waveform) == len(single) == model.vocoder.hop_length * (2 * hidden.shape[0] - 1)
+        assert np.abs(waveform - single).max() <= TOLERANCE
+
+
+def test_chattts_synthesis_is_batch_independent_and_reproducible(chattts):
+    front_end, model = chattts
+    utterances = _prepare(front_end, ["Hello [uv_break] world.", "你好，世界。", "A bit longer [laugh] sentence here."])
+    assert utterances[0].voice == "seed:0" and "[uv_break]" in utterances[0].inputs
+    batched = model.synthesize(utterances)
+    single = [model.synthesize([u])[0] for u in utterances]
+    assert [len(b) for b in batched] == [len(s) for s in single]
+    assert max(float(np.abs(b - s).max()) for b, s in zip(batched, single)) <= TOLERANCE
+    assert all(np.array_equal(a, b) for a, b in zip(batched, model.synthesize(utterances)))
+
+
+def test_chattts_voices_and_unsayable_text(chattts):
+    front_end, model = chattts
+    embedding = model.chat.speaker._encode(torch.zeros(model.chat.config.gpt.hidden_size, dtype=torch.float16))
+    assert front_end.resolve_voice(embedding, 0) == embedding
+    assert front_end.resolve_voice("seed:7", 0) == "seed:7"
+    with pytest.raises(TextError, match="unknown voice"):
+        front_end.resolve_voice("not-a-speaker", 0)
+    with pytest.raises(TextError, match=r"cannot say: '1', '2'"):
+        _prepare(front_end, ["room 12"])
+    with pytest.raises(TextError, match="cannot say: 'п'"):
+        _prepare(front_end, ["привет"])
+    # A marker alone is something to act on, not an empty row.
+    assert _prepare(front_end, ["Hi. [laugh]"])[-1].text.endswith("[laugh]")
+
+
+@pytest.fixture(scope="module")
+def kokoro():
+    path = build_kokoro_fixture(FIXTURES_DIR)
+    options = _options(path, max_piece_chars=40)
+    return load_front_end(options), load_model(options, "cpu")
+
+
+def test_kokoro_espeak_g2p_offline_and_batch_independent(kokoro):
+    front_end, model = kokoro
+    english = _prepare(front_end, ["Hi.", "Hello there."])
+    spanish = _prepare(front_end, ["Hola."], voice=KOKORO_VOICES[1])
+    assert english[0].voice == KOKORO_VOICES[0] and spanish[0].voice == "ef_beta"
+    assert all(isinstance(u.inputs, str) and u.inputs for u in english + spanish)
+    worst = _assert_batch_equals_single(model, english + spanish)
+    assert worst == 0.0  # one utterance per forward pass: nothing can leak
+    with pytest.raises(TextError, match="unknown voice 'zz_nobody'"):
+        _prepare(front_end, ["Hi."], voice="zz_nobody")
+
+
+# --- the job -------------------------------------------------------------------------------
+
+_GOOD = {
+    "ko-1": "안녕하세요. 오늘 날씨가 좋네요!",
+    "en/2": "hello world",
+    "long": " ".join(["this sentence is here to be split into pieces."] * 6),
+}
+_BAD = {
+    "empty": ("", "text is empty"),
+    "spaces": ("   ", "text is empty"),
+    "punct": ("?!... —", "nothing to say"),
+    "digits": ("call 555", "cannot say: '5'"),
+    "huge": ("a" * 400, "over the limit of 300"),
+    "voice": ("hello", "unknown voice 'nobody'"),
+    "../../escape": ("hello", "cannot be used as a file name"),
+    "/abs/path": ("hello", "cannot be used as a file name"),
+}
+
+
+def _write_corpus(path: Path) -> Path:
+    rows = [{"id": k, "text": v} for k, v in _GOOD.items()]
+    rows += [{"id": k, "text": text, **({"voice": "nobody"} if k == "voice" else {})} for k, (text, _) in _BAD.items()]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_path):
+    """One run covers the pipeline, every bad-row kind, the HF dataset and the CER gate."""
+    import datasets
+
+    from jobs import synthesize
+
+    out = tmp_path / "out"
+    options = _options(
+        tts["tts-vits"], out, input=str(_write_corpus(tmp_path / "corpus.jsonl")),
+        max_text_chars=300, max_piece_chars=60, rows_per_call=4, cpus_per_front_end=0.25,
+        verify_with=str(checkpoints["ctc-xlsr"]), max_cer=0.5,
+    )
+    summary = synthesize.run(options)
+
+    rows = {r["id"]: r for r in synthesize.read_output(str(out)).to_pylist()}
+    assert sorted(rows) == sorted([*_GOOD, *_BAD])  # N rows in, N rows out
+    for row_id, (_, message) in _BAD.items():
+        assert message in (rows[row_id]["error"] or ""), row_id
+        assert rows[row_id]["audio"] is None and rows[row_id]["cer"] is None
+    assert rows["long"]["pieces"] >= 5
+    # The gate: every synthesized row is transcribed and scored; above max_cer is an error.
+    for row_id in _GOOD:
+        row = rows[row_id]
+        assert isinstance(row["asr_text"], str) and row["cer"] >= 0
+        assert (row["cer"] > 0.5) == (row["error"] is not None), row
+        if row["error"]:
+            assert f"round-trip CER {row['cer']:.3f} is above max_cer 0.5" == row["error"]
+    rejected = sum(rows[i]["error"] is not None for i in _GOOD)
+    assert summary.rejected == rejected
+    assert summary.mean_cer == pytest.approx(np.mean([rows[i]["cer"] for i in _GOOD]), abs=1e-3)
+    assert not (out / "_verify").exists()
+    # Files only under OUTPUT/audio, named by id (rejected audio is kept for inspection).
+    written = sorted(str(p.relative_to(out / "audio")) for p in (out / "audio").rglob("*.flac"))
+    assert written == sorted(f"{i}.flac" for i in _GOOD)
+    assert not list(tmp_path.rglob("escape*")) and not list(tmp_path.rglob("path.flac"))
+
+    summary_file = json.loads((out / "_summary.json").read_text())
+    assert summary_file["rows"] == len(_GOOD) + len(_BAD)
+    assert summary_file["ok"] == len(_GOOD) - rejected and summary_file["errors"] == len(_BAD) + rejected
+    ok_ids = [i for i in _GOOD if rows[i]["error"] is None]
+    assert summary_file["audio_seconds"] == pytest.approx(sum(rows[i]["duration_s"] for i in ok_ids), abs=1e-3)
+
+    dataset = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
+    assert isinstance(dataset.features["audio"], datasets.Audio)
+    decoded = 0
+    for row in dataset:
+        if row["audio"] is not None:
+            samples = row["audio"].get_all_samples()
+            assert samples.sample_rate == row["sample_rate"] == 16_000
+            assert samples.data.shape == (1, row["num_samples"])
+            decoded += 1
+    assert decoded == len(_GOOD)
+
+    # Each row's audio equals synthesizing that row alone (16-bit files: one PCM step).
+    front_end, model = load_front_end(options), load_model(options, "cpu")
+    pause = np.zeros(int(round(options.sentence_pause_s * model.sample_rate)), np.float32)
+    for row_id, text in _GOOD.items():
+        parts = [model.synthesize([u])[0] for u in prepare_row(front_end, text, voice=None, language=None, seed=0, max_text_chars=300)]
+        expected = np.clip(np.concatenate([x for k, p in enumerate(parts) for x in ([pause, p] if k else [p])]), -1, 1)
+        written_audio, _ = sf.read(io.BytesIO(rows[row_id]["audio"]["bytes"]), dtype="float32")
+        assert len(written_audio) == len(expected) == rows[row_id]["num_samples"]
+        assert np.abs(written_audio - expected).max() <= PCM16_STEP + TOLERANCE
+
+    # A rerun resumes: every row is done, nothing is synthesized, scored or written twice.
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "_summary.json"}
+    again = synthesize.run(options)
+    assert (again.rows, again.ok, again.rejected) == (summary.rows, summary.ok, 0)
+    assert {p: p.stat().st_mtime_ns for p in files} == files
+    with pytest.raises(OutputError, match="different job"):
+        synthesize.run(options.model_copy(update={"seed": 1}))
+
+
+def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys):
+    from speech.cli import main
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hi\n")
+    code = main(["synthesize", str(corpus), "-o", str(tmp_path / "o"), "--model", str(tts["tts-vits"]), "--max-cer", "0.3"])
+    assert code == 2
+    assert "max_cer needs verify_with" in capsys.readouterr().err
+
+
+def test_audio_names_stay_inside_the_output():
+    from jobs.synthesize import audio_name
+
+    assert audio_name("en/001", "flac") == "en/001.flac"
+    for bad in ("", "../x", "a/../../b", "/etc/passwd", "a//b", "c:\\x", "a/./b", "x\n"):
+        with pytest.raises(TextError):
+            audio_name(bad, "wav")
