@@ -37,7 +37,7 @@ def fixtures(fixtures_root) -> dict[str, Path]:
 
 
 def test_builds_the_named_fixtures(fixtures, fixtures_root):
-    assert set(fixtures) == {"ctc-xlsr", "ctc-base"}
+    assert set(fixtures) == {"ctc-xlsr", "ctc-base", "whisper"}
     for name, path in fixtures.items():
         assert path == fixtures_root / name
         assert (path / ".complete").read_text().strip() == FIXTURES_VERSION

@@ -6,7 +6,10 @@ job or of the server ever switches on a model-type string.
 
 from __future__ import annotations
 
-from transformers import AutoConfig
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 
 from speech.asr.base import FrontEnd, Recognizer, Transcript, Window
 from speech.options import TranscribeOptions
@@ -18,47 +21,122 @@ class ModelError(ValueError):
     """The model cannot be loaded or is of a kind no backend handles."""
 
 
-def detect_backend(model: str) -> str:
-    """``"ctc"`` for a checkpoint whose config names a ``*ForCTC`` architecture.
+@dataclass(frozen=True)
+class _Backend:
+    """How to build one backend's two halves, and how to check options against a checkpoint."""
 
-    Reads only the config (no weights), so the driver can reject a bad model before
-    any actor starts.
+    front_end: Callable[[str, TranscribeOptions], FrontEnd]
+    recognizer: Callable[[str, TranscribeOptions, str], Recognizer]  # (model, options, device)
+    check: Callable[[str, TranscribeOptions], None]  # raises ValueError naming the option
+
+
+def _ctc_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
+    from speech.asr.ctc import CtcFrontEnd
+
+    return CtcFrontEnd(model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s)
+
+
+def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+    from speech.asr.ctc import CtcRecognizer
+
+    return CtcRecognizer(
+        model,
+        device=device,
+        dtype=options.dtype,
+        batch_seconds=options.budget_s,
+        strict_padding=options.strict_padding,
+    )
+
+
+def _check_ctc(model: str, options: TranscribeOptions) -> None:
+    if options.task != "transcribe":
+        raise ValueError(f"task {options.task!r}: model {model!r} is a CTC model, which can only transcribe")
+    if options.vad:
+        raise ValueError(f"vad: implemented for Whisper models only; model {model!r} is a CTC model")
+
+
+def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
+    from speech.asr.whisper import WhisperFrontEnd
+
+    return WhisperFrontEnd(model, vad=options.vad)
+
+
+def _whisper_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+    from speech.asr.whisper import WhisperRecognizer
+
+    return WhisperRecognizer(
+        model,
+        device=device,
+        dtype=options.dtype,
+        batch_seconds=options.budget_s,
+        language=options.language,
+        task=options.task,
+        timestamps=options.timestamps,
+        max_new_tokens=options.max_new_tokens,
+    )
+
+
+def _check_whisper(model: str, options: TranscribeOptions) -> None:
+    from speech.asr.whisper import check_generation_config
+
+    try:
+        generation = GenerationConfig.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load the generation config of model {model!r}: {_first_line(err)}") from err
+    check_generation_config(
+        generation, model, language=options.language, task=options.task, timestamps=options.timestamps
+    )
+
+
+_BACKENDS = {
+    "ctc": _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc),
+    "whisper": _Backend(_whisper_front_end, _whisper_recognizer, _check_whisper),
+}
+
+
+def _backend_name(config: PretrainedConfig) -> str | None:
+    architectures = getattr(config, "architectures", None) or []
+    if config.model_type == "whisper" and (not architectures or "WhisperForConditionalGeneration" in architectures):
+        return "whisper"
+    if any(name.endswith("ForCTC") for name in architectures):
+        return "ctc"
+    return None
+
+
+def detect_backend(model: str, options: TranscribeOptions | None = None) -> str:
+    """``"whisper"`` for a Whisper checkpoint, ``"ctc"`` for one naming a ``*ForCTC`` architecture.
+
+    Reads only configs (no weights), so the driver can reject a bad model - or, given
+    ``options``, options the model cannot honour (a language it does not know, word
+    timestamps without alignment heads, ...) - before any actor starts.
     """
     try:
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load model {model!r}: {_first_line(err)}") from err
-    architectures = getattr(config, "architectures", None) or []
-    if any(name.endswith("ForCTC") for name in architectures):
-        return "ctc"
-    raise ModelError(
-        f"model {model!r} ({config.model_type}, architectures {architectures}) is not a supported ASR model; "
-        "supported: CTC models (AutoModelForCTC)"
-    )
+    name = _backend_name(config)
+    if name is None:
+        architectures = getattr(config, "architectures", None) or []
+        raise ModelError(
+            f"model {model!r} ({config.model_type}, architectures {architectures}) is not a supported ASR model; "
+            "supported: CTC models (AutoModelForCTC) and Whisper (WhisperForConditionalGeneration)"
+        )
+    if options is not None:
+        try:
+            _BACKENDS[name].check(model, options)
+        except ValueError as err:
+            raise ModelError(str(err)) from err
+    return name
 
 
 def load_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     """The CPU front end for ``model``."""
-    if detect_backend(model) == "ctc":
-        from speech.asr.ctc import CtcFrontEnd
-
-        return CtcFrontEnd(model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s)
-    raise AssertionError("unreachable: detect_backend validated the model")
+    return _BACKENDS[detect_backend(model)].front_end(model, options)
 
 
 def load_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
     """The recognizer for ``model`` on ``device``, batching as ``options`` say."""
-    if detect_backend(model) == "ctc":
-        from speech.asr.ctc import CtcRecognizer
-
-        return CtcRecognizer(
-            model,
-            device=device,
-            dtype=options.dtype,
-            batch_seconds=options.budget_s,
-            strict_padding=options.strict_padding,
-        )
-    raise AssertionError("unreachable: detect_backend validated the model")
+    return _BACKENDS[detect_backend(model)].recognizer(model, options, device)
 
 
 def _first_line(err: Exception) -> str:

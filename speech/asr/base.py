@@ -23,14 +23,17 @@ class Window:
     """One model input cut from an utterance.
 
     ``features`` is what the network consumes (for CTC models the normalized waveform,
-    shape ``[num_samples]``). ``left``/``right`` are overlap samples whose outputs are
-    dropped when windows of one utterance are stitched back together.
+    shape ``[num_samples]``; for Whisper log-mel frames ``[n_mels, 3000]``). ``left``/``right``
+    are overlap samples whose outputs are dropped when windows of one utterance are stitched
+    back together. ``offset`` is where the window starts in the utterance, so times inside
+    it map back onto the file (Whisper windows, which may skip silence).
     """
 
     features: np.ndarray
     num_samples: int  # audio samples this window covers (its batching cost)
     left: int = 0
     right: int = 0
+    offset: int = 0  # first sample of the window in the utterance
 
 
 @dataclass
@@ -61,6 +64,12 @@ class Recognizer(Protocol):
 
     backend: str  # short name recorded in every output row
 
-    def transcribe(self, utterances: Sequence[list[Window]]) -> list[Transcript]:
-        """One transcript per utterance, in order; batching is the recognizer's business."""
+    def transcribe(
+        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None
+    ) -> list[Transcript]:
+        """One transcript per utterance, in order; batching is the recognizer's business.
+
+        ``languages``: per utterance, a known language code (e.g. from a manifest) or None;
+        models that decode per language use it, the others ignore it.
+        """
         ...

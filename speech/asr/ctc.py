@@ -97,8 +97,13 @@ class CtcRecognizer:
         self.batch_samples = int(batch_seconds * self.sample_rate)
         self.exact_lengths = strict_padding and not self.uses_attention_mask
 
-    def transcribe(self, utterances: Sequence[list[Window]]) -> list[Transcript]:
-        """Transcribe utterances given as window lists (see :class:`CtcFrontEnd`)."""
+    def transcribe(
+        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None
+    ) -> list[Transcript]:
+        """Transcribe utterances given as window lists (see :class:`CtcFrontEnd`).
+
+        ``languages`` is ignored: a CTC model's vocabulary is its language.
+        """
         windows = [w for utterance in utterances for w in utterance]
         outputs, computed = self._run(windows)
         transcripts = []

@@ -392,6 +392,8 @@ def _build_whisper_generation_config(tokenizer: WhisperTokenizer) -> GenerationC
         pad_token_id=ids("<|endoftext|>"),
         max_length=448,
         begin_suppress_tokens=[220, ids("<|endoftext|>")],
+        # large-v3's specials, plus <|nospeech|> (openai-whisper suppresses it too): the fixture's
+        # is calibrated to be likely on silence, and must show in the first step only.
         suppress_tokens=_WHISPER_SUPPRESS
         + [ids(t) for t in ("<|startoftranscript|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>")],
         lang_to_id={f"<|{code}|>": ids(f"<|{code}|>") for code in LANGUAGES},
