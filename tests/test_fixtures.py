@@ -41,10 +41,12 @@ def test_builds_the_named_fixtures(fixtures, fixtures_root):
     for name, path in fixtures.items():
         assert path == fixtures_root / name
         assert (path / ".complete").read_text().strip() == FIXTURES_VERSION
-        for file in ("config.json", "model.safetensors", "vocab.json", "preprocessor_config.json"):
+        # Whisper's tokenizer is saved as tokenizer.json, the CTC ones as vocab.json.
+        tokenizer = "tokenizer.json" if name == "whisper" else "vocab.json"
+        for file in ("config.json", "model.safetensors", tokenizer, "preprocessor_config.json"):
             assert (path / file).is_file(), f"{name} lacks {file}"
     # Nothing but the fixtures is left in the root (no temporary build directories).
-    assert sorted(p.name for p in fixtures_root.iterdir()) == ["ctc-base", "ctc-xlsr"]
+    assert sorted(p.name for p in fixtures_root.iterdir()) == ["ctc-base", "ctc-xlsr", "whisper"]
 
 
 @pytest.mark.parametrize("name", ["ctc-xlsr", "ctc-base"])
