@@ -96,10 +96,12 @@ class TranscribeOptions(_Options):
     # each file's language from its first window. CTC models only record it.
     language: str | None = None
 
-    # Sequence models (Whisper); CTC models refuse translate and vad.
+    # Sequence models (Whisper); CTC models refuse translate.
     task: Literal["transcribe", "translate"] = "transcribe"  # translate: English text
     timestamps: Literal["none", "segment", "word"] = "segment"  # word: alignment-head timings
-    vad: bool = False  # cut speech with Silero VAD and pack it into 30 s windows
+    # Silero VAD: Whisper packs speech into 30 s windows; CTC skips silence and splits
+    # long speech at pauses instead of fixed overlapping chunks.
+    vad: bool = False
     max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
 
     # Longer files get an error row instead of a transcript (None: no limit). A guard

@@ -33,7 +33,9 @@ class _Backend:
 def _ctc_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     from speech.asr.ctc import CtcFrontEnd
 
-    return CtcFrontEnd(model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s)
+    return CtcFrontEnd(
+        model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s, vad=options.vad
+    )
 
 
 def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
@@ -51,8 +53,6 @@ def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Reco
 def _check_ctc(model: str, options: TranscribeOptions) -> None:
     if options.task != "transcribe":
         raise ValueError(f"task {options.task!r}: model {model!r} is a CTC model, which can only transcribe")
-    if options.vad:
-        raise ValueError(f"vad: implemented for Whisper models only; model {model!r} is a CTC model")
 
 
 def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:

@@ -2,8 +2,9 @@
 
 Front end: per-utterance feature extraction (normalization over the real samples
 only), long inputs cut into overlapping chunks exactly as transformers' ASR
-pipeline cuts them. Recognizer: length-bucketed padded forward passes, greedy CTC
-decoding, stride-trimmed stitching, word timings from the frame alignment.
+pipeline cuts them, or (with VAD) into speech spans that skip silence and split at
+pauses. Recognizer: length-bucketed padded forward passes, greedy CTC decoding,
+stride-trimmed stitching, word timings from the frame alignment.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 class CtcFrontEnd:
     """Waveform -> normalized input windows; loads only the feature extractor and config."""
 
-    def __init__(self, model: str, *, chunk_length_s: float = 30.0, stride_length_s: float | None = None):
+    def __init__(
+        self, model: str, *, chunk_length_s: float = 30.0, stride_length_s: float | None = None, vad: bool = False
+    ):
         self.feature_extractor = AutoFeatureExtractor.from_pretrained(model)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         # Chunk boundaries are aligned to whole output frames, as transformers does,
@@ -34,13 +37,28 @@ class CtcFrontEnd:
         stride_s = chunk_length_s / 6 if stride_length_s is None else stride_length_s
         self.chunk_len = _aligned(chunk_length_s * self.sample_rate, align)
         self.stride = _aligned(stride_s * self.sample_rate, align)
+        self.vad = None
+        if vad:
+            from speech.asr.vad import SileroVad
+
+            self.vad = SileroVad()
 
     def windows(self, audio: np.ndarray) -> list[Window]:
-        """``audio``: mono float32 ``[n]`` at ``sample_rate`` -> one window, or overlapping chunks."""
+        """``audio``: mono float32 ``[n]`` at ``sample_rate`` -> windows.
+
+        Without VAD: one window, or overlapping chunks for inputs over ``chunk_length_s``.
+        With VAD: one window per speech span (none for silence), long spans split at their
+        longest pauses so that no window exceeds ``chunk_length_s``.
+        """
+        if self.vad is not None:
+            from speech.asr.vad import speech_spans
+
+            spans = speech_spans(audio, self.sample_rate, vad=self.vad, max_span_s=self.chunk_len / self.sample_rate)
+            return [Window(self._features(audio[s.start : s.end]), s.end - s.start, offset=s.start) for s in spans]
         if len(audio) <= self.chunk_len:
             return [Window(self._features(audio), len(audio))]
         return [
-            Window(self._features(audio[c.start : c.end]), c.length, c.left, c.right)
+            Window(self._features(audio[c.start : c.end]), c.length, c.left, c.right, offset=c.start)
             for c in chunk_spans(len(audio), self.chunk_len, self.stride, self.stride)
         ]
 
@@ -53,10 +71,11 @@ class CtcFrontEnd:
 
 @dataclass(frozen=True)
 class _Alignment:
-    """Greedy CTC path of one utterance: token id and its posterior per output frame."""
+    """Greedy CTC path: token id, its posterior and its start time per output frame."""
 
     ids: np.ndarray  # int64 [frames]
     probs: np.ndarray  # float32 [frames]
+    times: np.ndarray  # float64 [frames], seconds from the start of the utterance
 
 
 class CtcRecognizer:
@@ -111,7 +130,7 @@ class CtcRecognizer:
         for utterance in utterances:
             parts = range(cursor, cursor + len(utterance))
             cursor += len(utterance)
-            alignment = _stitch([outputs[i] for i in parts], utterance, self.ratio)
+            alignment = self._stitch([outputs[i] for i in parts], utterance)
             transcript = self._decode(alignment)
             transcript.computed_samples = sum(computed[i] for i in parts)
             transcripts.append(transcript)
@@ -145,7 +164,8 @@ class CtcRecognizer:
         probs = logits.float().softmax(dim=-1).amax(dim=-1)
         frames = self.model._get_feat_extract_output_lengths(torch.from_numpy(lengths)).tolist()
         return [
-            _Alignment(ids[b, :n].cpu().numpy(), probs[b, :n].cpu().numpy()) for b, n in enumerate(frames)
+            _Alignment(ids[b, :n].cpu().numpy(), probs[b, :n].cpu().numpy(), np.arange(n) * self.frame_s)
+            for b, n in enumerate(frames)
         ]
 
     def _decode(self, alignment: _Alignment) -> Transcript:
@@ -162,31 +182,42 @@ class CtcRecognizer:
             words.append(
                 Word(
                     word=w["word"],
-                    start=round(w["start_offset"] * self.frame_s, 3),
-                    end=round(w["end_offset"] * self.frame_s, 3),
+                    start=round(float(alignment.times[w["start_offset"]]), 3),
+                    end=round(float(alignment.times[w["end_offset"] - 1]) + self.frame_s, 3),
                     confidence=float(np.mean(inside)) if inside else 0.0,
                 )
             )
         confidence = float(np.mean([p for _, p in char_conf])) if char_conf else None
         return Transcript(text=decoded.text, confidence=confidence, words=words)
 
+    def _stitch(self, parts: list[_Alignment], windows: list[Window]) -> _Alignment:
+        """Join one utterance's window outputs into one path on the utterance's timeline.
 
-def _stitch(parts: list[_Alignment], windows: list[Window], ratio: int) -> _Alignment:
-    """Concatenate window outputs, dropping the frames of each window's overlaps.
+        Overlapping chunks: the frames of each chunk's strides are dropped, converted from
+        samples to frames with the rounding of transformers' ``rescale_stride``, so chunked
+        output matches its pipeline. Speech spans (VAD): a word delimiter is put between
+        spans, since a pause ends a word and CTC must not merge tokens across it.
+        """
+        if not parts:  # VAD found no speech
+            return _Alignment(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0))
+        if len(parts) == 1 and windows[0].left == windows[0].right == windows[0].offset == 0:
+            return parts[0]
+        delimiter = self.tokenizer.convert_tokens_to_ids(self.tokenizer.word_delimiter_token)
+        ids, probs, times = [], [], []
+        for i, (part, window) in enumerate(zip(parts, windows)):
+            total = int(round(window.num_samples / self.ratio))
+            left = int(round(window.left / window.num_samples * total))
+            right = int(round(window.right / window.num_samples * total))
+            start = window.offset / self.sample_rate
+            if i and window.left == 0:  # a gap between speech spans
+                ids.append(np.array([delimiter]))
+                probs.append(np.ones(1, np.float32))
+                times.append(np.array([start]))
+            ids.append(part.ids[left : total - right])
+            probs.append(part.probs[left : total - right])
+            times.append(start + part.times[left : total - right])
+        return _Alignment(np.concatenate(ids), np.concatenate(probs), np.concatenate(times))
 
-    Strides are converted from samples to frames with the same rounding as
-    transformers' ``rescale_stride``, so chunked output matches its pipeline.
-    """
-    if len(parts) == 1 and windows[0].left == windows[0].right == 0:
-        return parts[0]
-    ids, probs = [], []
-    for part, window in zip(parts, windows):
-        total = int(round(window.num_samples / ratio))
-        left = int(round(window.left / window.num_samples * total))
-        right = int(round(window.right / window.num_samples * total))
-        ids.append(part.ids[left : total - right])
-        probs.append(part.probs[left : total - right])
-    return _Alignment(np.concatenate(ids), np.concatenate(probs))
 
 
 def _aligned(samples: float, align: int) -> int:
