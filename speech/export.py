@@ -120,6 +120,13 @@ def export(output: str, directory: str, formats: Sequence[str], limits: CueLimit
     return summary
 
 
+def render(row: dict, fmt: str, limits: CueLimits = CueLimits()) -> str:
+    """One output row (a ``TRANSCRIPT_SCHEMA`` row as a dict) as the text of a ``fmt`` file,
+    ``fmt`` one of :data:`FORMATS`; what :func:`export` writes, for callers with a single row
+    (the HTTP server's srt/vtt/text/verbose_json answers)."""
+    return _RENDERERS[fmt](row, row_cues(row, limits))
+
+
 def row_cues(row: dict, limits: CueLimits = CueLimits()) -> list[Cue]:
     """The cues of one output row (a ``TRANSCRIPT_SCHEMA`` row as a dict), in time order.
 

@@ -1,0 +1,216 @@
+"""The Serve application: a typed builder for ``serve run``/``serve deploy``/KubeRay, and ``speech serve``.
+
+``configs/serve.yaml`` is a Ray Serve config file whose application has
+``import_path: serve.app:build_app`` and :class:`ServeArgs` as ``args``. Serve's controller
+validates ``args`` into :class:`ServeArgs` (the builder's annotation) and calls
+:func:`build_app`, which finds each model's backend from its checkpoint and binds:
+
+* ``Transcriber`` (:mod:`serve.asr`) when there are ASR models,
+* ``Synthesizer`` (:mod:`serve.tts`) when there are TTS models,
+* ``Gateway`` (:mod:`serve.http`), the HTTP ingress, with handles to both.
+
+The config's ``deployments`` entries tune them by those names (replicas, autoscaling,
+``ray_actor_options``, ``user_config`` for batching). ``speech serve`` is the same config with
+command-line overrides, run through Ray's own ``serve run``.
+"""
+
+# No `from __future__ import annotations` here: Serve validates `args` into the builder's
+# parameter annotation only when that annotation is a class at run time, not a string.
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ray.serve import Application
+
+from serve import asr, http, tts
+from speech.options import OptionsError, read_config
+
+APP_NAME = "speech"
+IMPORT_PATH = "serve.app:build_app"
+_KEY_SEPARATORS = ("#", "::")  # used inside multiplexed model ids (serve.asr / serve.tts)
+
+
+class ConfigError(ValueError):
+    """The Serve config or the app's args are invalid; the message names the field."""
+
+
+class ServeArgs(BaseModel):
+    """``args`` of the application (see configs/serve.yaml for a commented example)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Hub ids or local checkpoint directories; a request's `model` names one of them by its id
+    # or directory name, and the first of each kind is the default.
+    asr_models: list[str] = Field(default_factory=list)
+    tts_models: list[str] = Field(default_factory=list)
+    # Job options every model runs with (TranscribeOptions / SynthesizeOptions fields that
+    # decide the output), so answers equal the batch jobs' with the same options.
+    asr_options: dict[str, Any] = Field(default_factory=dict)
+    tts_options: dict[str, Any] = Field(default_factory=dict)
+    max_models_per_replica: int = Field(2, ge=1)  # multiplexed models kept per replica (LRU)
+    max_upload_mb: float = Field(25.0, gt=0)  # largest upload (MiB); larger ones get 413
+    api_key_env: str | None = None  # environment variable with the API key; None: no key needed
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ServeArgs":
+        if not self.asr_models and not self.tts_models:
+            raise ValueError("no models to serve: give asr_models and/or tts_models")
+        names = [served_name(m) for m in [*self.asr_models, *self.tts_models]]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"model names must be unique (a directory is named by its last part): {repeated}")
+        for name in names:
+            if any(sep in name for sep in _KEY_SEPARATORS):
+                raise ValueError(f"model name {name!r} must not contain {' or '.join(_KEY_SEPARATORS)}")
+        # Bad option names or values fail here, at deploy time, naming the field.
+        _check_options(lambda: asr.transcribe_options("<model>", self.asr_options, gpus=1.0), "asr_options")
+        _check_options(lambda: tts.synthesize_options("<model>", self.tts_options), "tts_options")
+        return self
+
+
+def served_name(source: str) -> str:
+    """What requests call a model: a local directory by its name, a hub id as it is."""
+    path = Path(source)
+    return path.name if path.is_dir() else source
+
+
+def _check_options(build, field: str) -> None:
+    try:
+        build()
+    except ValidationError as err:
+        problems = [f"{field}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ValueError("; ".join(problems)) from None
+
+
+def served_models(args: ServeArgs) -> tuple[http.ServedModel, ...]:
+    """Each model with its backend, read from its checkpoint config (no weights).
+
+    Raises ``ValueError`` naming the model that cannot be served, or an option it cannot honour.
+    """
+    from speech.asr import ModelError as AsrModelError
+    from speech.asr import detect_backend as asr_backend
+    from speech.tts import ModelError as TtsModelError
+    from speech.tts import detect_backend as tts_backend
+
+    models = []
+    for source in args.asr_models:
+        # gpus=1.0: validate as if on a GPU; the replica builds the options for its own device.
+        try:
+            backend = asr_backend(source, asr.transcribe_options(source, args.asr_options, gpus=1.0))
+        except AsrModelError as err:
+            raise ValueError(f"asr_models: {err}") from err
+        try:
+            asr_backend(source, asr.transcribe_options(source, args.asr_options, task="translate", gpus=1.0))
+            translates = True
+        except AsrModelError:
+            translates = False
+        models.append(http.ServedModel(served_name(source), source, "transcription", backend, translates=translates))
+    for source in args.tts_models:
+        options = tts.synthesize_options(source, args.tts_options)
+        try:
+            backend = tts_backend(source, options.backend)
+        except TtsModelError as err:
+            raise ValueError(f"tts_models: {err}") from err
+        models.append(http.ServedModel(served_name(source), source, "speech", backend, speed=options.speed))
+    return tuple(models)
+
+
+def build_app(args: ServeArgs) -> Application:
+    """The application: Gateway -> (Transcriber, Synthesizer), for ``serve run`` and ``serve.run``."""
+    models = served_models(args)
+    transcriber = synthesizer = None
+    if args.asr_models:
+        sources = {m.name: m.source for m in models if m.kind == "transcription"}
+        transcriber = asr.Transcriber.bind(sources, args.asr_options, args.max_models_per_replica)
+    if args.tts_models:
+        sources = {m.name: m.source for m in models if m.kind == "speech"}
+        synthesizer = tts.Synthesizer.bind(sources, args.tts_options, args.max_models_per_replica)
+    settings = http.GatewaySettings(
+        models=models, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key_env=args.api_key_env
+    )
+    return http.Gateway.bind(settings, transcriber, synthesizer)
+
+
+def resolve_config(
+    path: str | Path,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    asr_models: list[str] | None = None,
+    tts_models: list[str] | None = None,
+) -> dict[str, Any]:
+    """The Serve config at ``path`` with command-line overrides, validated.
+
+    Model flags replace both model lists (the given models are exactly what is served), and
+    a kind left without models loses its deployment's entry (Serve refuses options for a
+    deployment the app does not have). Raises ``ConfigError``.
+    """
+    try:
+        config = read_config(path)
+    except OptionsError as err:
+        raise ConfigError(str(err)) from err
+    app = _speech_app(config, str(path))
+    args = dict(app.get("args") or {})
+    if asr_models or tts_models:
+        args.update(asr_models=list(asr_models or []), tts_models=list(tts_models or []))
+    app["args"] = args
+    parsed = app_args(app, source=str(path))
+    absent = {asr.DEPLOYMENT} if not parsed.asr_models else set()
+    absent |= {tts.DEPLOYMENT} if not parsed.tts_models else set()
+    app["deployments"] = [d for d in app.get("deployments") or [] if d.get("name") not in absent]
+    http_options = config.setdefault("http_options", {})
+    if host is not None:
+        http_options["host"] = host
+    if port is not None:
+        http_options["port"] = port
+    _check_serve_schema(config, str(path))
+    return config
+
+
+def check_models(config: dict[str, Any]) -> tuple[http.ServedModel, ...]:
+    """The served models of a resolved config, checked as Serve's build step will; or ``ConfigError``."""
+    try:
+        return served_models(app_args(_speech_app(config, "config")))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def _speech_app(config: dict[str, Any], source: str) -> dict[str, Any]:
+    apps = [a for a in config.get("applications") or [] if isinstance(a, dict) and a.get("import_path") == IMPORT_PATH]
+    if len(apps) != 1:
+        raise ConfigError(f"{source}: expected one application with import_path {IMPORT_PATH!r}, found {len(apps)}")
+    return apps[0]
+
+
+def app_args(app: dict[str, Any], source: str = "config") -> ServeArgs:
+    """The ``args`` of an application entry as :class:`ServeArgs`, or ``ConfigError``."""
+    try:
+        return ServeArgs.model_validate(app.get("args") or {})
+    except ValidationError as err:
+        problems = [f"args.{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"invalid application args in {source}: " + "; ".join(problems)) from None
+
+
+def _check_serve_schema(config: dict[str, Any], source: str) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        ServeDeploySchema.model_validate(config)
+    except ValidationError as err:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()]
+        raise ConfigError(f"{source} is not a valid Ray Serve config: " + "; ".join(problems)) from None
+
+
+def run(config: dict[str, Any]) -> None:
+    """Deploy ``config`` with Ray's own ``serve run`` and block until Ctrl-C (then shut Serve down).
+
+    Connects to ``RAY_ADDRESS`` when set, else starts a local Ray, as ``serve run`` does.
+    """
+    from ray.serve.scripts import cli
+
+    with tempfile.TemporaryDirectory(prefix="speech-serve-") as tmp:
+        path = Path(tmp) / "serve.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        cli.main(args=["run", str(path)], prog_name="serve", standalone_mode=False)

@@ -1,0 +1,190 @@
+"""What the ASR and TTS model replicas share: budgeted dynamic batching and the model cache.
+
+Batching
+    Ray Serve's ``@serve.batch`` bounds a batch by one number, ``max_batch_size``, measured
+    by a ``batch_size_fn``. We want two bounds at once: at most ``max_batch_size`` requests
+    (what ``max_ongoing_requests`` must leave room for) and at most a budget of work (audio
+    seconds for ASR, text characters for TTS). Both fit in Serve's one number by counting
+    *slots*: the budget is cut into ``max_batch_size`` equal slots and an item costs the
+    slots its work fills, at least one and at most all of them (so an item larger than the
+    whole budget runs alone instead of failing). A full batch then has at most
+    ``max_batch_size`` items and at most the budget of work; Serve's own warning about
+    ``max_ongoing_requests < max_batch_size`` keeps its meaning.
+
+Model cache
+    Serve model multiplexing (``serve.multiplexed``): the request's model id picks the
+    model, a replica keeps at most ``max_models`` of them and unloads the least recently
+    used.
+
+Model thread
+    Networks run (and load) in one dedicated thread per replica, off the event loop so the
+    replica keeps taking requests meanwhile. One thread because torch's intra-op thread
+    count is a per-thread setting (a pool of threads would compute with varying counts, so
+    with varying float rounding), and because model calls should not compete for the
+    replica's CPUs: the batch queue is what makes them big.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import math
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batching(BaseModel):
+    """The part of a deployment's ``user_config`` that tunes its batch queue (no redeploy)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1)  # items per batch; max_ongoing_requests should be >= this
+    batch_wait_timeout_s: float = Field(0.05, ge=0)  # how long a batch waits to fill after its first item
+
+    @property
+    def budget(self) -> float:
+        """Work per batch, in the deployment's unit (see subclasses)."""
+        raise NotImplementedError
+
+
+class Budget:
+    """The current limits of one replica's batch queue.
+
+    Queued items hold a reference to it, so a ``reconfigure`` applies to items already
+    waiting: their cost is counted with the limits in force when the batch forms.
+    """
+
+    def __init__(self, batching: Batching):
+        self.batching = batching
+
+    def slots(self, work: float) -> int:
+        """Slots an item of ``work`` units fills: ``ceil(work / slot)``, clamped to [1, max_batch_size]."""
+        size = self.batching.max_batch_size
+        slot = self.batching.budget / size
+        # The tolerance keeps float noise (10.000000001 slots) from costing a whole slot more.
+        return min(size, max(1, math.ceil(work / slot - 1e-9)))
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A replica's answer to a request that is wrong in itself (the gateway makes it a 400).
+
+    Returned rather than raised: a client's mistake is an answer, not a replica failure to
+    log with a traceback.
+    """
+
+    param: str  # the request field at fault: "file", "language", "voice", "input"
+    message: str  # for the client
+    code: str = "invalid_value"
+
+
+@dataclass
+class Item(Generic[T]):
+    """One request waiting in a batch queue: what the model needs, and what it costs."""
+
+    payload: T
+    work: float  # audio seconds (ASR) or characters (TTS)
+    budget: Budget
+
+
+def batch_slots(items: Sequence[Item]) -> int:
+    """``batch_size_fn`` of every budgeted ``@serve.batch`` queue: slots the items fill."""
+    return sum(item.budget.slots(item.work) for item in items)
+
+
+def configure_batching(batch_method: Any, budget: Budget, batching: Batching) -> None:
+    """Apply ``batching`` to a ``@serve.batch`` method and to the budget its items count with."""
+    budget.batching = batching
+    batch_method.set_max_batch_size(batching.max_batch_size)
+    batch_method.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+
+class ModelThread:
+    """The one thread a replica's networks run in, with ``threads`` torch intra-op threads
+    (None: the replica's CPUs rounded up, as the jobs do)."""
+
+    def __init__(self, threads: int | None):
+        count = threads if threads is not None else _replica_cpus()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model", initializer=_set_torch_threads,
+                                            initargs=(count,))
+
+    async def run(self, fn: Callable[..., R], *args: Any) -> R:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+
+async def run_batch(thread: ModelThread, fn: Callable[[list[T]], list[R]], payloads: list[T]) -> list[R | Exception]:
+    """``fn(payloads)`` in the model thread; if it raises, each payload again on its own.
+
+    One poisonous request must not fail its batch-mates: after a failed batch every
+    payload is retried alone and only the ones that fail again get their exception
+    (returned, not raised, so the caller answers each request on its own).
+    """
+    try:
+        return list(await thread.run(fn, payloads))
+    except Exception as err:  # noqa: BLE001 - retried one by one below; failures are returned
+        if len(payloads) == 1:
+            return [err]
+        log.warning("batch of %d failed (%s: %s); retrying one by one", len(payloads), type(err).__name__, err)
+    results: list[R | Exception] = []
+    for payload in payloads:
+        try:
+            results.append((await thread.run(fn, [payload]))[0])
+        except Exception as err:  # noqa: BLE001 - this request's own failure, answered to it
+            results.append(err)
+    return results
+
+
+class ModelCache(Generic[T]):
+    """Models of one replica by model id, loaded on first use, least recently used unloaded.
+
+    ``load(model_id)`` builds a model (in the model thread). :meth:`loaded` reports the
+    models still alive in memory, which is what unloading is about.
+    """
+
+    def __init__(self, load: Callable[[str], T], max_models: int, thread: ModelThread):
+        self._live: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+        async def load_model(model_id: str) -> T:
+            model = await thread.run(load, model_id)
+            self._live[model_id] = model
+            return model
+
+        # A plain function (not a bound method): Serve keeps its LRU state on the function.
+        self.get: Callable[[str], Awaitable[T]] = serve.multiplexed(max_num_models_per_replica=max_models)(load_model)
+
+    def loaded(self) -> list[str]:
+        """Ids of the models held in memory (after a collection, so unloaded ones are gone)."""
+        gc.collect()
+        return sorted(self._live.keys())
+
+
+def replica_device() -> str:
+    """``"cuda"`` when Ray gave this replica a GPU (``ray_actor_options.num_gpus``), else ``"cpu"``."""
+    import ray
+
+    return "cuda" if ray.get_gpu_ids() else "cpu"
+
+
+def _replica_cpus() -> int:
+    import ray
+
+    return max(1, math.ceil(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)))
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)

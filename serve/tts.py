@@ -1,0 +1,203 @@
+"""The speech synthesis deployment: the synthesis job's text front end and TTS model over HTTP.
+
+Per request (in the replica, outside the batch): the job's front end turns the text into
+sentence pieces (:func:`speech.tts.frontend.prepare_row`: normalize, validate, resolve the
+voice, split, encode, seed each piece) with the job's options. Each piece then waits in a
+``@serve.batch`` queue bounded by pieces and by characters (see :mod:`serve.replica`), so
+pieces of many requests share model calls. A TTS model's output for a piece does not depend
+on its batch-mates (the :class:`speech.tts.TtsModel` contract), so the audio equals the job's.
+
+Pieces are streamed back in reading order as they are ready, each after the job's
+``sentence_pause_s`` of silence, so the joined stream is the waveform the job writes.
+
+Models are multiplexed by name; a request asking for another speaking rate than the
+configured one uses the model id ``<name>::speed=<rate>`` (a model built with that rate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+from ray import serve
+
+from serve.replica import (
+    Batching, Budget, Item, ModelCache, ModelThread, Rejected, batch_slots, configure_batching, replica_device, run_batch,
+)
+from speech.options import SynthesizeOptions
+from speech.text import TextError
+from speech.tts import TextFrontEnd, TtsModel, Utterance, load_front_end, load_model
+from speech.tts.frontend import prepare_row
+
+DEPLOYMENT = "Synthesizer"
+_SPEED = "::speed="
+
+#: SynthesizeOptions fields a server may set (``tts_options``): those that decide the audio.
+SERVING_OPTIONS = frozenset(
+    {"backend", "voice", "seed", "language", "max_text_chars", "max_piece_chars", "sentence_pause_s", "speed",
+     "refine_text", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size", "torch_threads"}
+)
+
+
+class TtsBatching(Batching):
+    """``user_config`` of the Synthesizer deployment; items are sentence pieces."""
+
+    max_batch_chars: int = Field(2000, ge=1)  # characters of text per batch
+
+    @property
+    def budget(self) -> float:
+        return float(self.max_batch_chars)
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    text: str
+    voice: str | None = None  # None: tts_options.voice, else the model's default
+
+
+@dataclass(frozen=True)
+class SpeechChunk:
+    """One sentence piece of the answer, in reading order."""
+
+    samples: np.ndarray  # float32 [n] at sample_rate; the pause before the piece included
+    sample_rate: int  # Hz
+    batch_size: int  # pieces in the model call that made this one
+
+
+def model_key(name: str, speed: float | None) -> str:
+    """The multiplexed model id of served model ``name`` at speaking rate ``speed`` (None: configured)."""
+    return name if speed is None else f"{name}{_SPEED}{speed:g}"
+
+
+def synthesize_options(source: str, overrides: dict[str, Any], *, speed: float | None = None) -> SynthesizeOptions:
+    """The job options a served model runs with: ``overrides`` (``tts_options``) on the defaults.
+
+    Raises ``ValueError`` naming a field a server cannot set, ``pydantic.ValidationError``
+    for bad values.
+    """
+    unknown = sorted(set(overrides) - SERVING_OPTIONS)
+    if unknown:
+        raise ValueError(f"tts_options: {', '.join(unknown)} cannot be set for serving; allowed: {', '.join(sorted(SERVING_OPTIONS))}")
+    values = {**overrides, "speed": speed} if speed is not None else overrides
+    # The server has no corpus: the two fields a job must have get placeholders nothing reads.
+    return SynthesizeOptions(input="<http>", output="<http>", model=source, **values)
+
+
+class _Model:
+    """One served TTS model in a replica: the job's front end and model of it."""
+
+    def __init__(self, options: SynthesizeOptions, device: str):
+        self.options = options
+        self.front_end: TextFrontEnd = load_front_end(options)
+        self.model: TtsModel = load_model(options, device)
+        self.pause = np.zeros(int(round(options.sentence_pause_s * self.model.sample_rate)), np.float32)
+
+    def prepare(self, text: str, voice: str | None) -> list[Utterance] | Rejected:
+        """The request's pieces, as the job's front end stage makes them for a row."""
+        voice = voice or self.options.voice
+        try:
+            self.front_end.resolve_voice(voice, self.options.seed)
+        except TextError as err:
+            return Rejected("voice", str(err))
+        try:
+            return prepare_row(
+                self.front_end, text, voice=voice, language=self.options.language, seed=self.options.seed,
+                max_text_chars=self.options.max_text_chars,
+            )
+        except TextError as err:
+            return Rejected("input", str(err))
+
+    def synthesize(self, utterances: list[Utterance]) -> list[np.ndarray]:
+        # Similar lengths side by side (as the job sorts them), so batching backends pad little.
+        order = sorted(range(len(utterances)), key=lambda i: utterances[i].cost)
+        waveforms = self.model.synthesize([utterances[i] for i in order])
+        result: list[np.ndarray] = [np.empty(0, np.float32)] * len(utterances)
+        for i, waveform in zip(order, waveforms):
+            result[i] = np.asarray(waveform, np.float32)
+        return result
+
+
+@serve.deployment(
+    name=DEPLOYMENT,
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=32,
+    user_config=TtsBatching().model_dump(),
+)
+class Synthesizer:
+    """Speech synthesis replica: several multiplexed models, budgeted dynamic batching.
+
+    Args:
+        models: served model name -> checkpoint directory or hub id.
+        options: ``tts_options``, the SynthesizeOptions every model runs with.
+        max_models: models held per replica; the least recently used is unloaded.
+    """
+
+    async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int):
+        self._sources = dict(models)
+        self._overrides = dict(options)
+        self._device = replica_device()
+        self._thread = ModelThread(self._overrides.get("torch_threads"))
+        self._budget = Budget(TtsBatching())
+        self._models: ModelCache[_Model] = ModelCache(self._load, max_models, self._thread)
+        self._started = time.time()
+        # Load the default model before taking requests: the replica is ready when Serve says so,
+        # and a loading failure shows at deploy time instead of on a client's request.
+        await self._models.get(next(iter(self._sources)))
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
+        configure_batching(self._synthesize, self._budget, TtsBatching.model_validate(user_config))
+
+    def _load(self, key: str) -> _Model:
+        name, _, speed = key.partition(_SPEED)
+        options = synthesize_options(self._sources[name], self._overrides, speed=float(speed) if speed else None)
+        return _Model(options, self._device)
+
+    async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechChunk | Rejected]:
+        """Stream the request's audio, piece by piece, with the model of the multiplexed model id.
+
+        A bad request (unknown voice, text that cannot be said) gets one :class:`Rejected`
+        instead of audio; an exception is a server-side failure.
+        """
+        model = await self._models.get(serve.get_multiplexed_model_id())
+        utterances = await asyncio.to_thread(model.prepare, request.text, request.voice)
+        if isinstance(utterances, Rejected):
+            yield utterances
+            return
+        pieces = [
+            asyncio.ensure_future(self._synthesize(Item(u, len(u.text), self._budget))) for u in utterances
+        ]
+        try:
+            for index, piece in enumerate(pieces):
+                result = await piece
+                if isinstance(result, Exception):
+                    raise result
+                waveform, batch_size = result
+                samples = np.concatenate([model.pause, waveform]) if index else waveform
+                yield SpeechChunk(samples, model.model.sample_rate, batch_size)
+        finally:
+            for piece in pieces:  # the client went away: its remaining pieces are not needed
+                piece.cancel()
+
+    @serve.batch(max_batch_size=TtsBatching().max_batch_size, batch_wait_timeout_s=TtsBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
+    async def _synthesize(self, items: list[Item]) -> list[tuple[np.ndarray, int] | Exception]:
+        model = await self._models.get(serve.get_multiplexed_model_id())
+        results = await run_batch(self._thread, model.synthesize, [item.payload for item in items])
+        return [r if isinstance(r, Exception) else (r, len(items)) for r in results]
+
+    def describe(self) -> dict[str, Any]:
+        """Replica facts for operators and tests: when it started, its batching, its models."""
+        return {
+            "started": self._started,
+            "batching": self._budget.batching.model_dump(),
+            "loaded_models": self._models.loaded(),
+            "device": self._device,
+        }
+
+
+__all__ = ["DEPLOYMENT", "SpeechChunk", "SpeechRequest", "Synthesizer", "TtsBatching", "model_key", "synthesize_options"]

@@ -1,0 +1,502 @@
+"""Tests of the HTTP API (serve/): real Ray Serve on loopback, OpenAI's own client, tiny real models.
+
+The app is started once for the module the way a user starts it: ``speech serve`` with the
+project's configs/serve.yaml (resources shrunk to fit two cores, an API key added, the models
+given as ``--asr-model``/``--tts-model`` flags), connected to the session's local Ray. That
+command deploys the config through Ray's own ``serve run``. Answers are compared with the
+batch jobs' own classes run on the same files and options.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pyarrow as pa
+import pytest
+import soundfile as sf
+import srt
+import webvtt
+import yaml
+
+from conftest import FIXTURES_DIR, REPO, SAMPLES
+
+API_KEY = "test-key-123"
+KEY_ENV = "SPEECH_TEST_API_KEY"
+MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
+BATCH_WAIT_S = 0.15  # long enough on a loaded 2-core machine for concurrent requests to meet
+CONCURRENT = 32
+SPEECH_TEXT = "Hello there. This is a test of the speech server. It has three sentences."
+STARTUP_TIMEOUT_S = 300
+ASR_OPTIONS = {"max_new_tokens": 8}  # a random-weight Whisper babbles until its token limit: keep it short
+TTS_OPTIONS = {"max_piece_chars": 40}  # several sentence pieces per answer, to stream and to batch
+SAMPLE_FILES = sorted(SAMPLES.glob("*/*.flac"))
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _test_config(path: Path) -> dict:
+    """configs/serve.yaml, shrunk to two cores, with an API key and options the tiny models need."""
+    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    (app,) = config["applications"]
+    app["runtime_env"] = {"env_vars": {KEY_ENV: API_KEY}}
+    app["args"].update(api_key_env=KEY_ENV, max_upload_mb=MAX_UPLOAD_MB, max_models_per_replica=2)
+    app["args"]["asr_options"].update(ASR_OPTIONS)
+    app["args"]["tts_options"].update(TTS_OPTIONS)
+    cpus = {"Gateway": 0.25, "Transcriber": 0.5, "Synthesizer": 0.25}
+    for deployment in app["deployments"]:
+        deployment["ray_actor_options"]["num_cpus"] = cpus[deployment["name"]]
+        # One replica each, so that replica facts (batching, loaded models) are the app's.
+        deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
+        if "user_config" in deployment:
+            deployment["user_config"]["batch_wait_timeout_s"] = BATCH_WAIT_S
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+@pytest.fixture(scope="module")
+def models(checkpoints) -> dict[str, Path]:
+    from speech.testing.tts_checkpoints import build_tts_fixtures
+
+    tts = build_tts_fixtures(FIXTURES_DIR)
+    return {"ctc-xlsr": checkpoints["ctc-xlsr"], "ctc-base": checkpoints["ctc-base"],
+            "whisper": checkpoints["whisper"], "tts-vits": tts["tts-vits"]}
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, models, tmp_path_factory):
+    """``speech serve`` running the test config; yields ``(base_url, config path)``."""
+    from ray import serve
+
+    work = tmp_path_factory.mktemp("serve")
+    config_path = work / "serve.yaml"
+    _test_config(config_path)
+    port = _free_port()
+    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path), "--port", str(port),
+               "--asr-model", str(models["ctc-xlsr"]), "--asr-model", str(models["ctc-base"]),
+               "--asr-model", str(models["whisper"]), "--tts-model", str(models["tts-vits"])]
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    log_path = work / "speech-serve.log"
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                   start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_running(process, base_url, log_path)
+        print(f"\n[serve] app up in {time.perf_counter() - started:.1f} s")
+        yield base_url, config_path
+    finally:
+        # Ctrl-C, as a user stops it: Ray's `serve run` then shuts Serve down.
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        serve.shutdown()
+
+
+def _wait_until_running(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"speech serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            healthy = httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        status = serve.status().applications.get("speech") if healthy else None
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            pytest.fail(f"the app failed to deploy: {status.message}")
+        time.sleep(1)
+    pytest.fail(f"the app was not running after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    base_url, _ = server
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def http(server) -> httpx.Client:
+    base_url, _ = server
+    with httpx.Client(base_url=base_url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=180) as c:
+        yield c
+
+
+def _describe(deployment: str) -> dict:
+    from ray import serve
+
+    return serve.get_deployment_handle(deployment, app_name="speech").describe.remote().result()
+
+
+# --- what the batch jobs make of the same inputs --------------------------------------------
+
+
+def _server_options(kind: str) -> dict:
+    """``asr_options``/``tts_options`` as the test server runs with them."""
+    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    return {**config["applications"][0]["args"][f"{kind}_options"], **(ASR_OPTIONS if kind == "asr" else TTS_OPTIONS)}
+
+
+@pytest.fixture(scope="module")
+def job_transcripts(models, tmp_path_factory) -> dict[str, dict[str, str]]:
+    """``{model: {file name: text}}`` from the transcription job's own stages, in this process."""
+    from jobs.transcribe import PrepareUnits, RecognizeUnits, probe_batch
+    from speech.inputs import resolve_inputs
+    from speech.options import TranscribeOptions
+
+    out = {}
+    for name in ("ctc-xlsr", "ctc-base"):
+        options = TranscribeOptions(inputs=[str(SAMPLES)], output=str(tmp_path_factory.mktemp("job")),
+                                    model=str(models[name]), cpus_per_actor=0.5, **_server_options("asr"))
+        table = probe_batch(resolve_inputs(options.inputs))
+        recognize = RecognizeUnits(options)
+        rows = pa.concat_tables([recognize(unit) for unit in PrepareUnits(options)(table)]).to_pylist()
+        assert all(r["error"] is None for r in rows)
+        out[name] = {_key(Path(r["path"])): r["text"] for r in rows}
+    return out
+
+
+def _key(path: Path) -> str:
+    return str(path.resolve().relative_to(SAMPLES.resolve()))
+
+
+@pytest.fixture(scope="module")
+def job_speech(models, tmp_path_factory) -> dict[str, bytes]:
+    """``{"wav": ..., "flac": ...}``: the files the synthesis job writes for SPEECH_TEXT with the
+    server's tts_options (its own stages, in this process)."""
+    from jobs.synthesize import PrepareRows, SynthesizeRows, write_audio
+    from speech.options import SynthesizeOptions
+
+    files = {}
+    for fmt in ("wav", "flac"):
+        options = SynthesizeOptions(input="unused.txt", output=str(tmp_path_factory.mktemp("synth")), format=fmt,
+                                    model=str(models["tts-vits"]), cpus_per_actor=0.5, **_server_options("tts"))
+        corpus = pa.table({"id": ["row"], "text": [SPEECH_TEXT], "voice": pa.nulls(1, pa.string()),
+                           "language": pa.nulls(1, pa.string()), "seed": pa.nulls(1, pa.int64())})
+        rows = write_audio(SynthesizeRows(options)(PrepareRows(options)(corpus)), options=options,
+                           model=options.model, backend="vits").to_pylist()
+        assert rows[0]["error"] is None and rows[0]["pieces"] == 3
+        files[fmt] = rows[0]["audio"]["bytes"]
+    return files
+
+
+# --- the app, its config and its CLI ------------------------------------------------------
+
+
+def test_config_is_a_serve_config_as_it_stands():
+    """configs/serve.yaml unchanged: Serve's own schema, our args, and batches that can fill."""
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import IMPORT_PATH, app_args
+
+    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    (app,) = schema.applications
+    assert app.import_path == IMPORT_PATH
+    assert config["http_options"]["host"] == "127.0.0.1"
+    args = app_args(config["applications"][0])
+    assert args.asr_models and args.tts_models and args.api_key_env is None
+    assert {d.name for d in app.deployments} == {"Gateway", "Transcriber", "Synthesizer"}
+    for deployment in config["applications"][0]["deployments"]:
+        assert deployment["autoscaling_config"]["max_replicas"] > deployment["autoscaling_config"]["min_replicas"]
+        if "user_config" in deployment:
+            # max_ongoing_requests bounds what a replica sees, so it bounds the batches.
+            assert deployment["max_ongoing_requests"] >= 2 * deployment["user_config"]["max_batch_size"]
+
+
+def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "speech.cli", "serve", "--asr-model", str(tmp_path / "missing")],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "RAY_ADDRESS": ""},
+    )
+    assert result.returncode == 2
+    assert "asr_models" in result.stderr and "missing" in result.stderr
+    print(f"\n[serve] bad model refused in {time.perf_counter() - started:.1f} s")
+
+
+def test_batch_budget_counts_requests_and_work():
+    from serve.asr import AsrBatching
+    from serve.replica import Budget, Item, batch_slots
+
+    budget = Budget(AsrBatching(max_batch_size=4, max_batch_seconds=40))  # slots of 10 s
+    assert [budget.slots(s) for s in (0.5, 10, 10.5, 35, 400)] == [1, 1, 2, 4, 4]
+    items = [Item(None, seconds, budget) for seconds in (3, 12, 10)]
+    assert batch_slots(items) == 1 + 2 + 1
+    budget.batching = AsrBatching(max_batch_size=2, max_batch_seconds=40)  # a reconfigure: queued items follow
+    assert batch_slots(items) == 1 + 1 + 1
+
+
+def test_health_models_and_api_key(server, client):
+    base_url, _ = server
+    assert httpx.get(f"{base_url}/health").json() == {"status": "ok"}  # no key needed
+    listed = {m.id: m for m in client.models.list().data}
+    assert set(listed) == {"ctc-xlsr", "ctc-base", "whisper", "tts-vits"}
+    assert listed["whisper"].model_dump()["kind"] == "transcription"
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        response = httpx.get(f"{base_url}/v1/models", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+# --- speech recognition --------------------------------------------------------------------
+
+
+def test_transcripts_equal_the_batch_job(client, job_transcripts):
+    for model in ("ctc-xlsr", "ctc-base"):
+        for path in SAMPLE_FILES:
+            text = client.audio.transcriptions.create(model=model, file=(path.name, path.read_bytes())).text
+            assert text == job_transcripts[model][_key(path)], (model, path)
+    # The default model is the first one given.
+    path = SAMPLE_FILES[0]
+    assert client.audio.transcriptions.create(model=None, file=path.open("rb")).text == job_transcripts["ctc-xlsr"][_key(path)]
+
+
+def test_response_formats(client, job_transcripts):
+    path = SAMPLE_FILES[1]
+    expected = job_transcripts["ctc-xlsr"][_key(path)]
+    upload = (path.name, path.read_bytes())
+    text = client.audio.transcriptions.create(model="ctc-xlsr", file=upload, response_format="text")
+    assert text.strip() == expected
+    subtitles = list(srt.parse(client.audio.transcriptions.create(model="ctc-xlsr", file=upload, response_format="srt")))
+    assert " ".join(s.content for s in subtitles) == expected
+    vtt = webvtt.from_string(client.audio.transcriptions.create(model="ctc-xlsr", file=upload, response_format="vtt"))
+    assert " ".join(c.text for c in vtt) == expected
+    verbose = client.audio.transcriptions.create(
+        model="ctc-xlsr", file=upload, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+    )
+    assert verbose.text == expected and verbose.duration > 0
+    assert " ".join(w.word for w in verbose.words) == expected
+    assert verbose.words[-1].end <= verbose.duration
+    assert verbose.segments and verbose.model_dump()["task"] == "transcribe"
+    words_only = client.audio.transcriptions.create(
+        model="ctc-xlsr", file=upload, response_format="verbose_json", timestamp_granularities=["word"]
+    )
+    assert words_only.segments is None and words_only.words
+
+
+def test_concurrent_requests_are_batched_and_unchanged(client, job_transcripts):
+    """32 requests at once, two models: all succeed, share model calls, and keep their transcripts."""
+    jobs = [("ctc-xlsr" if i % 2 else "ctc-base", SAMPLE_FILES[i % len(SAMPLE_FILES)]) for i in range(CONCURRENT)]
+
+    def call(job):
+        model, path = job
+        raw = client.audio.transcriptions.with_raw_response.create(model=model, file=(path.name, path.read_bytes()))
+        return raw.parse().text, int(raw.headers["x-batch-size"])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        results = list(pool.map(call, jobs))
+    elapsed = time.perf_counter() - started
+    for (model, path), (text, _) in zip(jobs, results):
+        assert text == job_transcripts[model][_key(path)]
+    sizes = [size for _, size in results]
+    print(f"\n[serve] {CONCURRENT} concurrent transcriptions in {elapsed:.1f} s; batch sizes {sorted(sizes)}")
+    assert max(sizes) > 1
+    assert all(1 <= s <= 16 for s in sizes)  # user_config.max_batch_size
+
+
+def test_translation_needs_a_whisper_model(client):
+    path = SAMPLE_FILES[0]
+    translated = client.audio.translations.create(model="whisper", file=(path.name, path.read_bytes()))
+    assert isinstance(translated.text, str)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.translations.create(model="ctc-xlsr", file=(path.name, path.read_bytes()))
+    assert "cannot translate" in caught.value.response.json()["error"]["message"]
+    transcribed = client.audio.transcriptions.create(model="whisper", file=(path.name, path.read_bytes()), language="en")
+    assert isinstance(transcribed.text, str)
+
+
+def test_translation_default_is_the_first_model_that_translates(http):
+    files = [("file", (SAMPLE_FILES[0].name, SAMPLE_FILES[0].read_bytes())), ("response_format", (None, "verbose_json"))]
+    response = http.post("/v1/audio/translations", files=files)
+    assert response.status_code == 200, response.text
+    assert response.json()["task"] == "translate"
+
+
+def test_least_recently_used_models_are_unloaded(client):
+    path = SAMPLE_FILES[0]
+    for model in ("ctc-xlsr", "ctc-base", "whisper"):
+        client.audio.transcriptions.create(model=model, file=(path.name, path.read_bytes()))
+    assert _describe("Transcriber")["loaded_models"] == ["ctc-base", "whisper"]  # max_models_per_replica: 2
+    # The unloaded model comes back on demand.
+    assert client.audio.transcriptions.create(model="ctc-xlsr", file=(path.name, path.read_bytes())).text
+
+
+# --- speech synthesis ----------------------------------------------------------------------
+
+
+def test_speech_equals_the_batch_job(client, job_speech):
+    started = time.perf_counter()
+    wav = client.audio.speech.create(model="tts-vits", voice="default", input=SPEECH_TEXT, response_format="wav").content
+    print(f"\n[serve] speech of {len(SPEECH_TEXT)} characters in {time.perf_counter() - started:.2f} s")
+    assert wav == job_speech["wav"]  # byte for byte the job's file
+    flac = client.audio.speech.create(model="tts-vits", voice="default", input=SPEECH_TEXT, response_format="flac").content
+    assert flac == job_speech["flac"]
+    samples, rate = sf.read(io.BytesIO(job_speech["wav"]), dtype="int16")
+    pcm = client.audio.speech.create(model="tts-vits", voice="default", input=SPEECH_TEXT, response_format="pcm").content
+    assert np.array_equal(np.frombuffer(pcm, "<i2"), samples)
+    for fmt in ("mp3", "opus"):
+        encoded = client.audio.speech.create(model="tts-vits", voice="default", input=SPEECH_TEXT, response_format=fmt)
+        decoded, decoded_rate = sf.read(io.BytesIO(encoded.content))
+        assert abs(len(decoded) / decoded_rate - len(samples) / rate) < 0.1, fmt
+
+
+def test_speech_streams_piece_by_piece(client, job_speech):
+    samples, _ = sf.read(io.BytesIO(job_speech["wav"]), dtype="int16")
+    for fmt in ("pcm", "wav"):
+        with client.audio.speech.with_streaming_response.create(
+            model="tts-vits", voice="default", input=SPEECH_TEXT, response_format=fmt, stream_format="audio"
+        ) as response:
+            assert "content-length" not in response.headers  # chunked: sent as the pieces are made
+            body = b"".join(response.iter_bytes())
+        streamed = np.frombuffer(body, "<i2") if fmt == "pcm" else sf.read(io.BytesIO(body), dtype="int16")[0]
+        assert np.array_equal(streamed, samples), fmt
+
+
+def test_concurrent_speech_is_batched(client):
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight"]  # the tiny vocabulary has no digits
+    texts = [f"Request {words[i % 8]} of {words[i // 8]}. It says something short." for i in range(CONCURRENT)]
+
+    def call(text):
+        raw = client.audio.speech.with_raw_response.create(model="tts-vits", voice="default", input=text,
+                                                           response_format="wav")
+        return len(raw.parse().content), int(raw.headers["x-batch-size"])
+
+    with ThreadPoolExecutor(max_workers=CONCURRENT) as pool:
+        results = list(pool.map(call, texts))
+    sizes = [size for _, size in results]
+    print(f"\n[serve] {CONCURRENT} concurrent speech requests; largest piece batch per answer {sorted(sizes)}")
+    assert all(length > 44 for length, _ in results)
+    assert max(sizes) > 1
+
+
+# --- bad requests --------------------------------------------------------------------------
+
+
+def _multipart(fields: dict, file: tuple[str, bytes] | None) -> dict:
+    """httpx arguments of a multipart/form-data body: text fields, then the file if any."""
+    parts = [(name, (None, value)) for name, value in fields.items()]
+    return {"files": parts + ([("file", file)] if file else [])}
+
+
+def _chunked_upload(size: int):
+    boundary = "b0undary"
+    yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'.encode()
+    for _ in range(size // 65536 + 1):
+        yield b"\0" * 65536
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+AUDIO = SAMPLE_FILES[0].read_bytes()
+TRANSCRIBE = "/v1/audio/transcriptions"
+SPEECH = "/v1/audio/speech"
+OVER = int(MAX_UPLOAD_MB * 1024 * 1024) + 1
+
+BAD_REQUESTS = {
+    "missing file": (TRANSCRIBE, _multipart({"model": "ctc-xlsr"}, None), 400, "file"),
+    "file given as text": (TRANSCRIBE, _multipart({"file": "abc"}, None), 400, "file"),
+    "not multipart": (TRANSCRIBE, {"data": {"model": "ctc-xlsr"}}, 415, None),
+    "unreadable audio": (TRANSCRIBE, _multipart({}, ("x.wav", b"RIFF not really a wave file")), 400, "file"),
+    "empty file": (TRANSCRIBE, _multipart({}, ("x.flac", b"")), 400, "file"),
+    "unsupported format": (TRANSCRIBE, _multipart({}, ("talk.m4a", AUDIO)), 415, "file"),
+    "oversize (declared)": (TRANSCRIBE, _multipart({}, ("big.wav", b"\0" * (OVER + 100_000))), 413, None),
+    "oversize (file)": (TRANSCRIBE, _multipart({}, ("big.wav", b"\0" * OVER)), 413, "file"),
+    "oversize (chunked)": (TRANSCRIBE, {"content": _chunked_upload(OVER + 200_000),
+                                        "headers": {"content-type": "multipart/form-data; boundary=b0undary"}}, 413, None),
+    "unknown model": (TRANSCRIBE, _multipart({"model": "whisper-1"}, ("a.flac", AUDIO)), 404, "model"),
+    "speech model for transcription": (TRANSCRIBE, _multipart({"model": "tts-vits"}, ("a.flac", AUDIO)), 404, "model"),
+    "bad response_format": (TRANSCRIBE, _multipart({"response_format": "docx"}, ("a.flac", AUDIO)), 400, "response_format"),
+    "bad temperature": (TRANSCRIBE, _multipart({"temperature": "hot"}, ("a.flac", AUDIO)), 400, "temperature"),
+    "nonzero temperature": (TRANSCRIBE, _multipart({"temperature": "0.5"}, ("a.flac", AUDIO)), 400, "temperature"),
+    "unknown field": (TRANSCRIBE, _multipart({"colour": "blue"}, ("a.flac", AUDIO)), 400, "colour"),
+    "granularity without verbose_json": (
+        TRANSCRIBE, _multipart({"timestamp_granularities[]": "word"}, ("a.flac", AUDIO)), 400, "timestamp_granularities"),
+    "unknown language": (TRANSCRIBE, _multipart({"model": "whisper", "language": "klingon"}, ("a.flac", AUDIO)), 400, "language"),
+    "speech: not JSON": (SPEECH, {"content": b"{nope", "headers": {"content-type": "application/json"}}, 400, None),
+    "speech: empty input": (SPEECH, {"json": {"input": "", "voice": "default"}}, 400, "input"),
+    "speech: nothing to say": (SPEECH, {"json": {"input": "?!", "voice": "default"}}, 400, "input"),
+    "speech: unknown voice": (SPEECH, {"json": {"input": "Hello.", "voice": "alloy"}}, 400, "voice"),
+    "speech: speed out of range": (SPEECH, {"json": {"input": "Hello.", "speed": 10}}, 400, "speed"),
+    "speech: aac": (SPEECH, {"json": {"input": "Hello.", "response_format": "aac"}}, 400, "response_format"),
+    "speech: unknown model": (SPEECH, {"json": {"input": "Hello.", "model": "ctc-xlsr"}}, 404, "model"),
+    "unknown route": ("/v1/audio/lyrics", {"json": {}}, 404, None),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_its_status_and_the_server_keeps_serving(http, client, case):
+    path, request, status, param = BAD_REQUESTS[case]
+    if case == "oversize (chunked)":
+        request = {**request, "content": _chunked_upload(OVER + 200_000)}  # a fresh generator
+    response = http.post(path, **request)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and error["type"] == "invalid_request_error" and error["param"] == param
+    # A good request afterwards still succeeds.
+    good = client.audio.transcriptions.create(model="ctc-xlsr", file=(SAMPLE_FILES[0].name, AUDIO))
+    assert good.text
+
+
+# --- tuning without a redeploy (runs last: it changes the app's batching) ---------------------
+
+
+def test_batching_is_retuned_without_restarting_replicas(client, server, models):
+    """A config with a new user_config, deployed with Ray's `serve run`, reconfigures the live replica."""
+    from ray.serve.scripts import cli
+
+    from serve.app import resolve_config
+
+    _, config_path = server
+    before = _describe("Transcriber")
+    # What `speech serve` deployed (same models, same port), with one user_config value changed.
+    config = resolve_config(config_path, port=int(server[0].rsplit(":", 1)[1]),
+                            asr_models=[str(models[m]) for m in ("ctc-xlsr", "ctc-base", "whisper")],
+                            tts_models=[str(models["tts-vits"])])
+    (app,) = config["applications"]
+    (transcriber,) = [d for d in app["deployments"] if d["name"] == "Transcriber"]
+    transcriber["user_config"] = {**transcriber["user_config"], "max_batch_size": 1}
+    retuned = config_path.with_name("retuned.yaml")
+    retuned.write_text(yaml.safe_dump(config, sort_keys=False))
+    cli.main(args=["run", "--non-blocking", str(retuned)], prog_name="serve", standalone_mode=False)
+
+    deadline = time.monotonic() + 120
+    while _describe("Transcriber")["batching"]["max_batch_size"] != 1:
+        assert time.monotonic() < deadline, "the new user_config never reached the replica"
+        time.sleep(1)
+    after = _describe("Transcriber")
+    assert after["started"] == before["started"]  # the same replica: reconfigured, not restarted
+
+    def call(path):
+        raw = client.audio.transcriptions.with_raw_response.create(model="ctc-xlsr", file=(path.name, path.read_bytes()))
+        return int(raw.headers["x-batch-size"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert set(pool.map(call, SAMPLE_FILES[:8])) == {1}
+
