@@ -174,6 +174,10 @@ def _add_bench(commands) -> None:
     p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=_positive, default=10, help="the memory run's corpus multiple (default 10)")
+    p.add_argument(
+        "--repeat", type=_positive, default=1,
+        help="rounds of the timed systems, run round-robin; each keeps its best (default 1; 2-3 on a busy machine)",
+    )
     p.add_argument("--cache", help="where checkpoints and corpora are built once (default $SPEECH_FIXTURES_DIR or .cache/fixtures)")
     p.add_argument("--work", help="keep each system's log and output here (default: a temporary directory, removed)")
     p.set_defaults(handler=_bench)
@@ -282,7 +286,7 @@ def _bench(args: argparse.Namespace) -> int:
     cache = Path(args.cache or os.environ.get("SPEECH_FIXTURES_DIR") or ".cache/fixtures")
     bench = asr.AsrBench(
         cache=cache, quick=args.quick, files=args.files, model=args.model, threads=args.threads,
-        memory_scale=args.memory_scale, work=Path(args.work) if args.work else None,
+        memory_scale=args.memory_scale, repeat=args.repeat, work=Path(args.work) if args.work else None,
     )
     try:
         report = asr.run(bench, progress=lambda line: print(line, file=sys.stderr, flush=True))

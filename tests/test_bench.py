@@ -1,0 +1,115 @@
+"""`speech bench asr`: the benchmark runs end to end and reports every figure (no timing thresholds)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from speech.bench.corpus import CorpusSpec, build_corpus, durations, repeat_manifest
+from speech.bench.memory import TreeMemory
+from speech.cli import main
+from conftest import FIXTURES_DIR
+
+SYSTEMS = ("ours", "naive", "unsorted", "ceiling", "ours_10x")
+SCALE = 3  # memory run multiple, small to keep the test fast
+
+
+def test_durations_are_log_normal_within_bounds_and_deterministic():
+    spec = CorpusSpec(files=2000, seed=7)
+    d = durations(spec)
+    assert d.min() >= spec.min_s and d.max() <= spec.max_s
+    assert 5.0 < d.mean() < 7.0  # log-normal with mean ~6 s, slightly trimmed by clipping
+    assert np.median(d) < d.mean()  # right-skewed: many short files, a few long ones
+    assert np.array_equal(d, durations(CorpusSpec(files=2000, seed=7)))
+    assert not np.array_equal(d, durations(CorpusSpec(files=2000, seed=8)))
+
+
+def test_corpus_files_match_manifest_and_repeat(tmp_path):
+    import soundfile as sf
+
+    corpus = build_corpus(tmp_path, CorpusSpec(files=5, seed=3))
+    assert [round(sf.info(p).duration, 4) for p in corpus.paths] == [round(d, 4) for d in corpus.durations_s]
+    assert build_corpus(tmp_path, CorpusSpec(files=5, seed=3)).paths == corpus.paths  # cached, not rebuilt
+    rows = [json.loads(line) for line in repeat_manifest(corpus, 3, tmp_path / "x3.jsonl").read_text().splitlines()]
+    assert len(rows) == 15 and len({r["id"] for r in rows}) == 15
+    assert [r["path"] for r in rows] == corpus.paths * 3
+
+
+def test_tree_memory_counts_grandchildren():
+    # A child that starts a grandchild holding ~300 MiB: only a tree-wide sum sees it.
+    grandchild = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)"
+    process = subprocess.Popen([sys.executable, "-c", child])
+    with TreeMemory(process.pid, interval_s=0.1) as memory:
+        process.wait()
+    assert process.returncode == 0
+    assert memory.peak_processes >= 2
+    assert memory.peak_rss_mb >= 300 and memory.peak_pss_mb >= 300
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """``(report, printed table)`` of one quick run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench")
+    path = out / "bench.json"
+    argv = ["bench", "asr", "--quick", "--files", "4", "--memory-scale", str(SCALE), "--json", str(path),
+            "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return json.loads(path.read_text()), printed.getvalue()
+
+
+def test_quick_report_has_every_figure(quick_report):
+    report, table = quick_report
+    for label in ("ours: speech transcribe", "1 at a time", "batch 16 unsorted", "ceiling", f"corpus x{SCALE}"):
+        assert label in table
+    assert set(report["rtfx"]) == set(SYSTEMS)
+    assert all(v > 0 for v in report["rtfx"].values())
+    for key in ("ceiling_fraction", "speedup_vs_naive", "speedup_vs_unsorted", "peak_rss_ratio_10x", "peak_pss_ratio_10x"):
+        assert report[key] > 0, key
+    assert report["ceiling_fraction"] == pytest.approx(report["rtfx"]["ours"] / report["rtfx"]["ceiling"], rel=1e-2)
+    assert report["speedup_vs_naive"] == pytest.approx(report["rtfx"]["ours"] / report["rtfx"]["naive"], rel=1e-2)
+    assert all(0 < v <= 1 for v in report["padding_efficiency"].values())
+    assert report["padding_efficiency"]["naive"] == 1.0
+    assert set(report["peak_rss_mb"]) == set(SYSTEMS)
+    # Ours runs a Ray driver, raylet, GCS and workers: the tree holds several processes.
+    assert report["systems"]["ours"]["peak_processes"] >= 4
+    assert all(v > 0 for v in report["peak_pss_mb"].values())
+    assert {t["target"] for t in report["targets"]} >= {"ours / ceiling RTFx", "ours padding efficiency"}
+    stages = report["profile"]["stages_s"]
+    assert {"network forward", "read + decode + resample", "features + chunking", "write parquet"} <= set(stages)
+    assert all(v >= 0 for v in stages.values())
+
+
+def test_every_system_ran_on_the_same_audio(quick_report):
+    report, _ = quick_report
+    corpus = report["settings"]["corpus"]
+    assert corpus["files"] == 4
+    for name in ("ours", "naive", "unsorted", "ceiling"):
+        assert report["systems"][name]["files"] == 4, name
+        assert report["systems"][name]["audio_s"] == pytest.approx(corpus["audio_s"], abs=0.05), name
+    assert report["systems"]["ours_10x"]["files"] == 4 * SCALE
+    assert report["systems"]["ours_10x"]["audio_s"] == pytest.approx(SCALE * corpus["audio_s"], abs=0.2)
+
+
+def test_unsorted_padding_efficiency_is_the_corpus_order_figure(quick_report):
+    report, _ = quick_report
+    # Four files in corpus order form one batch of 16 at most: padded to the longest.
+    d = durations(CorpusSpec(files=4))
+    assert report["padding_efficiency"]["unsorted"] == pytest.approx(d.sum() / (4 * d.max()), abs=1e-3)
+
+
+def test_failing_system_is_reported_with_its_log(tmp_path, capsys):
+    not_a_model = tmp_path / "empty-model"
+    not_a_model.mkdir()
+    argv = ["bench", "asr", "--quick", "--files", "2", "--model", str(not_a_model), "--cache", str(FIXTURES_DIR)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ceiling failed" in err and "log.txt" in err
