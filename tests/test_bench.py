@@ -43,7 +43,7 @@ def test_corpus_files_match_manifest_and_repeat(tmp_path):
 
 def test_tree_memory_counts_grandchildren():
     # A child that starts a grandchild holding ~300 MiB: only a tree-wide sum sees it.
-    grandchild = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
+    grandchild = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(10)"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)"
     process = subprocess.Popen([sys.executable, "-c", child])
     with TreeMemory(process.pid, interval_s=0.1) as memory:
@@ -74,8 +74,9 @@ def test_quick_report_has_every_figure(quick_report):
     assert all(v > 0 for v in report["rtfx"].values())
     for key in ("ceiling_fraction", "speedup_vs_naive", "speedup_vs_unsorted", "peak_rss_ratio_10x", "peak_pss_ratio_10x"):
         assert report[key] > 0, key
-    assert report["ceiling_fraction"] == pytest.approx(report["rtfx"]["ours"] / report["rtfx"]["ceiling"], rel=1e-2)
-    assert report["speedup_vs_naive"] == pytest.approx(report["rtfx"]["ours"] / report["rtfx"]["naive"], rel=1e-2)
+    # Ratios are reported to 3 decimals.
+    assert report["ceiling_fraction"] == pytest.approx(report["rtfx"]["ours"] / report["rtfx"]["ceiling"], abs=2e-3)
+    assert report["speedup_vs_naive"] == pytest.approx(report["rtfx"]["ours"] / report["rtfx"]["naive"], abs=2e-3)
     assert all(0 < v <= 1 for v in report["padding_efficiency"].values())
     assert report["padding_efficiency"]["naive"] == 1.0
     assert set(report["peak_rss_mb"]) == set(SYSTEMS)
