@@ -110,7 +110,8 @@ def test_unsorted_padding_efficiency_is_the_corpus_order_figure(quick_report):
 def test_failing_system_is_reported_with_its_log(tmp_path, capsys):
     not_a_model = tmp_path / "empty-model"
     not_a_model.mkdir()
-    argv = ["bench", "asr", "--quick", "--files", "2", "--model", str(not_a_model), "--cache", str(FIXTURES_DIR)]
+    argv = ["bench", "asr", "--quick", "--files", "2", "--model", str(not_a_model), "--cache", str(FIXTURES_DIR),
+            "--work", str(tmp_path / "work")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "ceiling failed" in err and "log.txt" in err
