@@ -170,7 +170,7 @@ def _add_bench(commands) -> None:
     p.add_argument("what", choices=["asr"], help="what to benchmark")
     p.add_argument("--quick", action="store_true", help="tiny model and corpus: checks the benchmark runs (CI); times mean nothing")
     p.add_argument("--json", metavar="FILE", help="also write the raw figures and ratios as JSON")
-    p.add_argument("--files", type=_positive, help="corpus size in files (default 150, quick 12)")
+    p.add_argument("--files", type=_positive, help="corpus size in files (default 120, quick 12)")
     p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=_positive, default=10, help="the memory run's corpus multiple (default 10)")

@@ -88,7 +88,7 @@ def run(bench: AsrBench, progress=print) -> dict:
     results = {name: _best(figures) for name, figures in runs.items()}
     report = _report(bench, model, corpus, results, machine_before, time.perf_counter() - started)
     if not bench.work:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work)  # on failure it stays: the error names a log inside it
     return report
 
 
