@@ -160,16 +160,38 @@ def _add_bench(commands) -> None:
         "bench",
         help="benchmark against peer systems on this machine",
         description=(
-            "Run this project and its peers side by side on the same machine, corpus and weights, "
-            "each system in its own process, and print RTFx, ratios, padding efficiency and peak memory. "
-            "asr: our transcribe job vs transformers' pipeline (one at a time; batched, unsorted) and the "
-            "bare model forward (the ceiling). See docs/benchmarks.md."
+            "Run this project and its peers side by side on the same machine and weights, each system in "
+            "its own process, and print a table of figures and ratios (absolute times on a shared machine "
+            "are noise; ratios measured in one run hold). See docs/benchmarks.md."
         ),
         epilog="example: speech bench asr --quick --json bench.json",
     )
-    p.add_argument("what", choices=["asr"], help="what to benchmark")
-    p.add_argument("--quick", action="store_true", help="tiny model and corpus: checks the benchmark runs (CI); times mean nothing")
+    kinds = p.add_subparsers(title="benchmarks", dest="what", required=True, metavar="{asr,tts,serve}")
+    _add_bench_asr(kinds)
+    _add_bench_tts(kinds)
+    _add_bench_serve(kinds)
+
+
+def _bench_common(p: argparse.ArgumentParser) -> None:
+    """Flags every benchmark takes."""
+    p.add_argument("--quick", action="store_true", help="tiny model and data: checks the benchmark runs (CI); times mean nothing")
     p.add_argument("--json", metavar="FILE", help="also write the raw figures and ratios as JSON")
+    p.add_argument("--cache", help="where checkpoints and corpora are built once (default $SPEECH_FIXTURES_DIR or .cache/fixtures)")
+    p.add_argument("--work", help="keep each system's log and output here (default: a temporary directory, removed)")
+
+
+def _add_bench_asr(kinds) -> None:
+    p = kinds.add_parser(
+        "asr",
+        help="transcription: our job vs transformers' pipeline and the bare model forward",
+        description=(
+            "Our transcribe job vs transformers' pipeline (one at a time; batched, unsorted) and the bare "
+            "model forward (the ceiling) on a generated log-normal corpus, plus a 10x-corpus memory run "
+            "and a per-stage profile."
+        ),
+        epilog="example: speech bench asr --repeat 2 --json asr.json",
+    )
+    _bench_common(p)
     p.add_argument("--files", type=_positive, help="corpus size in files (default 120, quick 12)")
     p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
@@ -178,9 +200,69 @@ def _add_bench(commands) -> None:
         "--repeat", type=_positive, default=1,
         help="rounds of the timed systems, run round-robin; each keeps its best (default 1; 2-3 on a busy machine)",
     )
-    p.add_argument("--cache", help="where checkpoints and corpora are built once (default $SPEECH_FIXTURES_DIR or .cache/fixtures)")
-    p.add_argument("--work", help="keep each system's log and output here (default: a temporary directory, removed)")
-    p.set_defaults(handler=_bench)
+    p.set_defaults(handler=_bench_asr)
+
+
+def _add_bench_tts(kinds) -> None:
+    p = kinds.add_parser("tts", help="synthesis: batched speech synthesize vs a one-utterance-at-a-time loop")
+    _bench_common(p)
+    p.set_defaults(handler=_bench_tts)
+
+
+def _add_bench_serve(kinds) -> None:
+    p = kinds.add_parser("serve", help="serving: a bounded load generator, batching on vs off")
+    _bench_common(p)
+    p.set_defaults(handler=_bench_serve)
+
+
+def _bench_cache(args: argparse.Namespace):
+    import os
+    from pathlib import Path
+
+    return Path(args.cache or os.environ.get("SPEECH_FIXTURES_DIR") or ".cache/fixtures")
+
+
+def _bench_work(args: argparse.Namespace):
+    from pathlib import Path
+
+    return Path(args.work) if args.work else None
+
+
+def _run_bench(module, bench, args: argparse.Namespace) -> int:
+    """Run ``module.run(bench)``, print ``module.format_table`` and write the JSON report if asked.
+
+    Every benchmark module offers ``run(bench, progress) -> dict``, ``format_table(report) -> str``
+    and raises :class:`~speech.bench.systems.BenchError` for a failed system.
+    """
+    from speech.bench.report import write_json
+    from speech.bench.systems import BenchError
+
+    try:
+        report = module.run(bench, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except BenchError as err:
+        raise CliError(str(err)) from err
+    print(module.format_table(report))
+    if args.json:
+        write_json(report, args.json)
+    return 0
+
+
+def _bench_asr(args: argparse.Namespace) -> int:
+    from speech.bench import asr
+
+    bench = asr.AsrBench(
+        cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
+        memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args),
+    )
+    return _run_bench(asr, bench, args)
+
+
+def _bench_tts(args: argparse.Namespace) -> int:
+    raise CliError("speech bench tts is not written yet")
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    raise CliError("speech bench serve is not written yet")
 
 
 def _positive(text: str) -> int:
@@ -273,28 +355,6 @@ def _synthesize(args: argparse.Namespace) -> int:
     except (OptionsError, InputError, ModelError, AsrModelError, OutputError) as err:
         raise CliError(str(err)) from err
     print(json.dumps(summary.__dict__, indent=2))
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    import os
-    from pathlib import Path
-
-    from speech.bench import asr
-    from speech.bench.systems import BenchError
-
-    cache = Path(args.cache or os.environ.get("SPEECH_FIXTURES_DIR") or ".cache/fixtures")
-    bench = asr.AsrBench(
-        cache=cache, quick=args.quick, files=args.files, model=args.model, threads=args.threads,
-        memory_scale=args.memory_scale, repeat=args.repeat, work=Path(args.work) if args.work else None,
-    )
-    try:
-        report = asr.run(bench, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except BenchError as err:
-        raise CliError(str(err)) from err
-    print(asr.format_table(report))
-    if args.json:
-        asr.write_json(report, args.json)
     return 0
 
 

@@ -15,17 +15,14 @@ run are the result. The report records the machine and its load.
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speech.bench.corpus import CorpusSpec, build_corpus, repeat_manifest
+from speech.bench.report import load_average, machine
 from speech.bench.systems import Job, run_system
 
 #: Systems timed against each other (run round-robin when repeated).
@@ -60,7 +57,7 @@ class AsrBench:
 
 def run(bench: AsrBench, progress=print) -> dict:
     """Run every system and return the report (see docs/benchmarks.md for its keys)."""
-    machine_before = _load()
+    machine_before = load_average()
     # Absolute, since the manifests the systems read hold these paths.
     bench = replace(bench, cache=Path(bench.cache).resolve())
     model = Path(bench.model).resolve() if bench.model else _default_model(bench)
@@ -121,7 +118,7 @@ def _report(bench: AsrBench, model, corpus, results: dict, load_before: dict, se
         "benchmark": "asr",
         "quick": bench.quick,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {**_machine(), "load_before": load_before, "load_after": _load()},
+        "machine": {**machine(), "load_before": load_before, "load_after": load_average()},
         "settings": {
             "model": str(model),
             "model_parameters": _parameters(Path(model)),
@@ -216,10 +213,6 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
-
-
 def _parameters(model: Path) -> int:
     """Parameter count from the safetensors headers (no weights loaded)."""
     from safetensors import safe_open
@@ -234,34 +227,3 @@ def _parameters(model: Path) -> int:
                     count *= dim
                 total += count
     return total
-
-
-def _load() -> dict:
-    one, five, fifteen = os.getloadavg()
-    return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2)}
-
-
-def _machine() -> dict:
-    import psutil
-    import ray
-    import torch
-    import transformers
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass  # not Linux: keep platform's answer
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": f"Python {sys.version.split()[0]}",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "ray": ray.__version__,
-    }
