@@ -21,7 +21,13 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, include_dashboard=False if address is None else None, logging_level=logging.WARNING)
+    # "local" always starts a Ray of our own: a bare ray.init() would silently join any
+    # cluster someone started on this machine with `ray start`, and run there.
+    ray.init(
+        address=address or "local",
+        include_dashboard=False if address is None else None,
+        logging_level=logging.WARNING,
+    )
     try:
         yield
     finally:

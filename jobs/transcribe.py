@@ -260,7 +260,7 @@ def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
         .sort("duration_s")
         .materialize()
     )
-    return ordered.map_batches(
+    dataset = ordered.map_batches(
         PrepareUnits,
         fn_constructor_args=(options,),
         batch_size=options.prepare_window,
@@ -277,6 +277,13 @@ def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
         num_gpus=options.gpus_per_actor,
         resources=options.resources_per_actor or None,
     )
+    # Ray Data's default budget is a share of the whole object store (GiBs), so a CPU model
+    # would let preparation decode the entire corpus ahead of it: memory would grow with the
+    # corpus. A budget sized in batches backpressures preparation and keeps memory flat.
+    # The dataset's context is its own copy; the process-wide DataContext stays untouched.
+    limits = dataset.context.execution_options.resource_limits
+    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=options.object_store_bytes)
+    return dataset
 
 
 def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> Summary:

@@ -54,7 +54,7 @@ class Faults(_Options):
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
     "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
-    "prepare_window", "faults",
+    "prepare_window", "object_store_mb", "faults",
 }
 
 
@@ -87,6 +87,10 @@ class TranscribeOptions(_Options):
     prepare_actors: int = Field(1, ge=1)
     cpus_per_prepare: float = Field(0.5, gt=0)
     prepare_window: int = Field(64, ge=1)  # files decoded together and bucketed per window
+    # Object-store memory (MiB) the job's blocks in flight may use. Decoding is ~100x faster
+    # than a CPU model, so without a cap preparation runs through the whole corpus and its
+    # output waits in memory; None: 16 full batches per model actor, at least 128 MiB.
+    object_store_mb: float | None = Field(None, gt=0)
 
     # Long inputs are cut into overlapping chunks and stitched at the logits.
     chunk_length_s: float = Field(30.0, gt=0)
@@ -151,6 +155,15 @@ class TranscribeOptions(_Options):
     @property
     def pool(self) -> ActorPool:
         return self.actors if isinstance(self.actors, ActorPool) else ActorPool(min=self.actors, max=self.actors)
+
+    @property
+    def object_store_bytes(self) -> int:
+        """The Ray Data object-store budget of the job in bytes (see ``object_store_mb``)."""
+        if self.object_store_mb is not None:
+            return int(self.object_store_mb * 2**20)
+        # A full batch is budget_s of float32 audio (or features of similar size) at 16 kHz.
+        batch_bytes = self.budget_s * 16_000 * 4
+        return int(max(128 * 2**20, 16 * batch_bytes * self.pool.max))
 
 
 class SynthesizeOptions(_Options):

@@ -174,3 +174,25 @@ def test_cli_refuses_bad_invocations(tmp_path, checkpoints, capsys):
     assert cli_main(["transcribe", str(SAMPLES), "-o", str(tmp_path / "o"), "--config", str(config), "--model", "m"]) == 2
     err = capsys.readouterr().err
     assert "dtype" in err and "float32" in err and str(config) in err
+
+
+def test_object_store_cap_backpressures_without_changing_results(ray_local, checkpoints, tmp_path, one_thread):
+    # A 1 MiB budget holds about one prepared batch: preparation must wait for the model
+    # (the memory bound on big corpora) and the job must neither stall nor change a row.
+    inputs = [SAMPLES / "manifest.jsonl"]
+    model = checkpoints["ctc-xlsr"]
+    capped = TranscribeOptions(inputs=[str(inputs[0])], output=str(tmp_path / "capped"), model=str(model),
+                               object_store_mb=1, batch_seconds=2, torch_threads=1)
+    assert capped.object_store_bytes == 2**20
+    assert TranscribeOptions(inputs=["x"], output="o", model="m").object_store_bytes == 128 * 2**20
+    assert TranscribeOptions(inputs=["x"], output="o", model="m", actors=16, batch_seconds=120).object_store_bytes == (
+        16 * 120 * 16_000 * 4 * 16
+    )
+    todo = transcribe.check(capped).todo
+    limits = transcribe._pipeline(capped, todo).context.execution_options.resource_limits
+    assert limits.object_store_memory == 2**20
+    transcribe.run(capped)
+    got = transcribe.read_output(capped.output).to_pandas().set_index("id").sort_index()
+    want = _run(tmp_path / "free", inputs, model, batch_seconds=2, torch_threads=1).sort_index()
+    assert len(got) == len(want) == 10 and got["error"].isna().all()
+    assert got["text"].tolist() == want["text"].tolist()
