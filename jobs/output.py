@@ -5,20 +5,29 @@ rows already written are skipped, so every input ends up in the output exactly o
 even when a run was killed. Parquet writes its footer last, so a file cut short by
 a kill does not parse, and such partial files are removed before resuming; a file
 that parses is complete.
+
+Both jobs summarize a run the same way: :func:`count_rows` reads every run's rows back
+and counts them, the job adds its own figures, and :func:`write_summary` writes the result
+as ``OUTPUT/_summary.json``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import Any, Mapping
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, TypeVar
 
 import fsspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
 
 SUMMARY_FILE = "_summary.json"
 JOB_FILE = "_job.json"  # what wrote this output; a resume must be the same job
@@ -83,9 +92,32 @@ def read_output(url: str, schema: pa.Schema, columns: list[str] | None = None) -
     return pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
 
 
-def write_json(url: str, data: Mapping[str, Any]) -> None:
-    with fsspec.open(url, "w") as f:
-        json.dump(dict(data), f, indent=2)
+@dataclass(frozen=True)
+class RowCounts:
+    """A job's whole output (every run into it), counted for the job's summary."""
+
+    rows: int
+    ok: int  # rows without an error
+    errors: int
+    duplicate_ids: int  # rows whose id an earlier row has: 0 unless something is badly wrong
+    sums: Mapping[str, float]  # each summed column, over the ok rows (nulls and NaN skipped)
+
+
+def count_rows(url: str, schema: pa.Schema, sum_columns: Sequence[str] = ()) -> RowCounts:
+    """Read every run's rows under ``url`` (``schema``'s ``id``, ``error`` and ``sum_columns``) and count them."""
+    table = read_output(url, schema, columns=["id", "error", *sum_columns])
+    ok = table.filter(pc.is_null(table["error"]))
+    sums = {column: float(np.nansum(ok[column].to_numpy(zero_copy_only=False))) for column in sum_columns}
+    duplicates = table.num_rows - len(pc.unique(table["id"]))
+    return RowCounts(rows=table.num_rows, ok=ok.num_rows, errors=table.num_rows - ok.num_rows,
+                     duplicate_ids=duplicates, sums=sums)
+
+
+def write_summary(url: str, summary: S) -> S:
+    """Write a job's summary (a dataclass) as ``_summary.json`` in output ``url``; returns it."""
+    with fsspec.open(f"{url.rstrip('/')}/{SUMMARY_FILE}", "w") as f:
+        json.dump(asdict(summary), f, indent=2)
+    return summary
 
 
 def _parquet_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:

@@ -26,7 +26,7 @@ import math
 import pickle
 import posixpath
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -37,13 +37,13 @@ import ray
 import soundfile as sf
 
 from jobs import output as output_files
-from jobs.output import SUMMARY_FILE, open_output, write_json
+from jobs.output import count_rows, open_output, write_summary
 from speech.options import SynthesizeOptions
 from speech.schema import SYNTHESIS_SCHEMA, SynthesisRow, synthesis_table
 from speech.text import TextError
 from speech.text.corpus import read_corpus
 from speech.tts import detect_backend, load_front_end, load_model
-from speech.tts.frontend import prepare_row
+from speech.tts.frontend import join_pieces, prepare_row
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,7 @@ class SynthesizeRows:
 
     def _join(self, parts: list[np.ndarray]) -> np.ndarray:
         """Pieces of one row in reading order, with ``sentence_pause_s`` of silence between them."""
-        pause = np.zeros(int(round(self.options.sentence_pause_s * self.model.sample_rate)), np.float32)
-        joined: list[np.ndarray] = []
-        for k, part in enumerate(parts):
-            if k:
-                joined.append(pause)
-            joined.append(np.asarray(part, np.float32))
-        return np.concatenate(joined)
+        return join_pieces(parts, pause_s=self.options.sentence_pause_s, sample_rate=self.model.sample_rate)
 
 
 def write_audio(batch: pa.Table, *, options: SynthesizeOptions, model: str, backend: str) -> pa.Table:
@@ -370,13 +364,12 @@ def summarize(
     options: SynthesizeOptions, backend: str, wall_seconds: float, verification: tuple[float | None, int] | None
 ) -> Summary:
     """Read the written output back and write ``_summary.json`` beside it."""
-    table = read_output(options.output, columns=["error", "duration_s"])
-    ok = table.filter(pc.is_null(table["error"]))
-    audio = float(np.nansum(ok["duration_s"].to_numpy(zero_copy_only=False)))
+    counts = count_rows(options.output, SYNTHESIS_SCHEMA, ["duration_s"])
+    audio = counts.sums["duration_s"]
     summary = Summary(
-        rows=table.num_rows,
-        ok=ok.num_rows,
-        errors=table.num_rows - ok.num_rows,
+        rows=counts.rows,
+        ok=counts.ok,
+        errors=counts.errors,
         audio_seconds=round(audio, 3),
         wall_seconds=round(wall_seconds, 3),
         real_time_factor=round(wall_seconds / audio, 4) if audio > 0 else 0.0,
@@ -387,8 +380,7 @@ def summarize(
         mean_cer=None if verification is None or verification[0] is None else round(verification[0], 4),
         rejected=None if verification is None else verification[1],
     )
-    write_json(f"{options.output.rstrip('/')}/{SUMMARY_FILE}", asdict(summary))
-    return summary
+    return write_summary(options.output, summary)
 
 
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table:

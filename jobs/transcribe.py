@@ -17,20 +17,21 @@ Every input row reaches the output exactly once, with its transcript or its erro
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
 from jobs import output as output_files
-from jobs.output import SUMMARY_FILE, Output, OutputError, open_output, write_json
+from jobs.output import SUMMARY_FILE, Output, OutputError, count_rows, open_output, write_summary
 
 from speech.asr import Window, detect_backend, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, decode, probe
@@ -288,18 +289,15 @@ def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
 
 def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> Summary:
     """Read the whole output back (all runs) and write ``_summary.json`` beside it."""
-    table = read_output(options.output, columns=["id", "error", "duration_s", "computed_s"])
-    ok = table.filter(pc.is_null(table["error"]))
-    audio = float(np.nansum(ok["duration_s"].to_numpy(zero_copy_only=False)))
-    computed = float(np.nansum(ok["computed_s"].to_numpy(zero_copy_only=False)))
-    unique = len(pc.unique(table["id"]))
-    if unique != table.num_rows:
-        log.error("output %s has %d duplicate ids", options.output, table.num_rows - unique)
+    counts = count_rows(options.output, TRANSCRIPT_SCHEMA, ["duration_s", "computed_s"])
+    audio, computed = counts.sums["duration_s"], counts.sums["computed_s"]
+    if counts.duplicate_ids:
+        log.error("output %s has %d duplicate ids", options.output, counts.duplicate_ids)
     summary = Summary(
-        rows=table.num_rows,
-        ok=ok.num_rows,
-        errors=table.num_rows - ok.num_rows,
-        duplicate_ids=table.num_rows - unique,
+        rows=counts.rows,
+        ok=counts.ok,
+        errors=counts.errors,
+        duplicate_ids=counts.duplicate_ids,
         audio_seconds=round(audio, 3),
         computed_seconds=round(computed, 3),
         wall_seconds=round(wall_seconds, 3),
@@ -309,8 +307,7 @@ def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> 
         backend=backend,
         output=options.output,
     )
-    write_json(f"{options.output.rstrip('/')}/{SUMMARY_FILE}", asdict(summary))
-    return summary
+    return write_summary(options.output, summary)
 
 
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table:

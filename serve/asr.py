@@ -15,16 +15,13 @@ Models are multiplexed: the model id of a request is a served model's name, with
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 from ray import serve
 
-from serve.replica import (
-    Batching, Budget, Item, ModelCache, ModelThread, Rejected, batch_slots, configure_batching, replica_device, run_batch,
-)
+from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, model_deployment
 from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, detect_backend, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, decode
 from speech.options import TranscribeOptions
@@ -109,47 +106,31 @@ class _Model:
         return self.recognizer.transcribe([windows for windows, _ in payloads], [lang for _, lang in payloads])
 
 
-@serve.deployment(
-    name=DEPLOYMENT,
-    ray_actor_options={"num_cpus": 1},
-    # Room for one full batch running and the next one filling.
-    max_ongoing_requests=32,
-    user_config=AsrBatching().model_dump(),
-)
+@model_deployment(DEPLOYMENT, AsrBatching)
 class Transcriber:
     """Speech recognition replica: several multiplexed models, budgeted dynamic batching.
 
-    Args:
-        models: served model name -> hub id or checkpoint directory.
-        options: ``asr_options``, the TranscribeOptions every model runs with.
-        max_models: models held per replica; the least recently used is unloaded.
+    Args: as :class:`serve.replica.ModelReplica`'s; ``options`` are the ``asr_options``, the
+    TranscribeOptions every model runs with.
     """
 
     async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int):
-        self._sources = dict(models)
-        self._overrides = dict(options)
-        self._device = replica_device()
-        self._gpus = 1.0 if self._device == "cuda" else 0.0
-        self._thread = ModelThread(self._overrides.get("torch_threads"))
-        self._budget = Budget(AsrBatching())
-        self._models: ModelCache[_Model] = ModelCache(self._load, max_models, self._thread)
+        self._replica: ModelReplica[_Model] = ModelReplica(models, options, max_models, AsrBatching, self._load)
+        self._gpus = 1.0 if self._replica.device == "cuda" else 0.0
         self._languages: set[tuple[str, Task, str]] = set()  # (model, task, language) known to be accepted
-        self._started = time.time()
-        # Load the default model before taking requests: the replica is ready when Serve says so,
-        # and a loading failure shows at deploy time instead of on a client's request.
-        await self._models.get(next(iter(self._sources)))
+        await self._replica.load_default()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
-        configure_batching(self._recognize, self._budget, AsrBatching.model_validate(user_config))
+        self._replica.reconfigure(self._recognize, user_config)
 
     def _options(self, name: str, task: Task, language: str | None = None) -> TranscribeOptions:
-        overrides = self._overrides if language is None else {**self._overrides, "language": language}
-        return transcribe_options(self._sources[name], overrides, task=task, gpus=self._gpus)
+        overrides = self._replica.overrides if language is None else {**self._replica.overrides, "language": language}
+        return transcribe_options(self._replica.sources[name], overrides, task=task, gpus=self._gpus)
 
     def _load(self, key: str) -> _Model:
         name, _, task = key.partition("#")
-        return _Model(name, self._options(name, task or "transcribe"), self._device)
+        return _Model(name, self._options(name, task or "transcribe"), self._replica.device)
 
     async def transcribe(self, request: AsrRequest) -> AsrResult | Rejected:
         """Recognize one upload with the model named by the request's multiplexed model id.
@@ -157,7 +138,7 @@ class Transcriber:
         A bad request (not audio, too long, a language the model does not know) gets a
         :class:`Rejected`; an exception is a server-side failure.
         """
-        model = await self._models.get(serve.get_multiplexed_model_id())
+        model = await self._replica.model()
         if request.language is not None:
             problem = await asyncio.to_thread(self._check_language, model.name, model.options.task, request.language)
             if problem is not None:
@@ -166,7 +147,7 @@ class Transcriber:
         if isinstance(prepared, Rejected):
             return prepared
         windows, seconds = prepared
-        result = await self._recognize(Item((windows, request.language), seconds, self._budget))
+        result = await self._recognize(Item((windows, request.language), seconds, self._replica.budget))
         if isinstance(result, Exception):
             raise result
         transcript, batch_size = result
@@ -189,17 +170,14 @@ class Transcriber:
 
     @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
     async def _recognize(self, items: list[Item]) -> list[tuple[Transcript, int] | Exception]:
-        # Serve splits batches by model id and exposes it here, inside the batch.
-        model = await self._models.get(serve.get_multiplexed_model_id())
-        results = await run_batch(self._thread, model.transcribe, [item.payload for item in items])
-        return [r if isinstance(r, Exception) else (r, len(items)) for r in results]
+        return await self._replica.run_batch(_Model.transcribe, items)
 
     def _check_language(self, name: str, task: Task, language: str) -> str | None:
         """Why model ``name`` cannot take ``language``, or None if it can (reads configs once)."""
         if (name, task, language) in self._languages:
             return None
         try:
-            detect_backend(self._sources[name], self._options(name, task, language))
+            detect_backend(self._replica.sources[name], self._options(name, task, language))
         except ModelError as err:
             return str(err)
         self._languages.add((name, task, language))
@@ -207,12 +185,7 @@ class Transcriber:
 
     def describe(self) -> dict[str, Any]:
         """Replica facts for operators and tests: when it started, its batching, its models."""
-        return {
-            "started": self._started,
-            "batching": self._budget.batching.model_dump(),
-            "loaded_models": self._models.loaded(),
-            "device": self._device,
-        }
+        return self._replica.describe()
 
 
 __all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "Transcriber", "model_key", "transcribe_options"]

@@ -1,4 +1,10 @@
-"""What the ASR and TTS model replicas share: budgeted dynamic batching and the model cache.
+"""What the ASR and TTS model replicas share: their set-up, budgeted dynamic batching, the model cache.
+
+Set-up
+    :class:`ModelReplica` is what a model deployment's replica holds besides its own
+    model class: the served models' sources and option overrides, the device, the model
+    thread, the batch budget and the model cache below, with the calls on them that the
+    Transcriber and the Synthesizer make alike.
 
 Batching
     Ray Serve's ``@serve.batch`` bounds a batch by one number, ``max_batch_size``, measured
@@ -31,6 +37,7 @@ import functools
 import gc
 import logging
 import math
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,11 +46,13 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.serve import Deployment
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+M = TypeVar("M")
 
 
 class Batching(BaseModel):
@@ -105,13 +114,6 @@ def batch_slots(items: Sequence[Item]) -> int:
     return sum(item.budget.slots(item.work) for item in items)
 
 
-def configure_batching(batch_method: Any, budget: Budget, batching: Batching) -> None:
-    """Apply ``batching`` to a ``@serve.batch`` method and to the budget its items count with."""
-    budget.batching = batching
-    batch_method.set_max_batch_size(batching.max_batch_size)
-    batch_method.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
-
-
 class ModelThread:
     """The one thread a replica's networks run in, with ``threads`` torch intra-op threads
     (None: the replica's CPUs rounded up, as the jobs do)."""
@@ -123,28 +125,6 @@ class ModelThread:
 
     async def run(self, fn: Callable[..., R], *args: Any) -> R:
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
-
-
-async def run_batch(thread: ModelThread, fn: Callable[[list[T]], list[R]], payloads: list[T]) -> list[R | Exception]:
-    """``fn(payloads)`` in the model thread; if it raises, each payload again on its own.
-
-    One poisonous request must not fail its batch-mates: after a failed batch every
-    payload is retried alone and only the ones that fail again get their exception
-    (returned, not raised, so the caller answers each request on its own).
-    """
-    try:
-        return list(await thread.run(fn, payloads))
-    except Exception as err:  # noqa: BLE001 - retried one by one below; failures are returned
-        if len(payloads) == 1:
-            return [err]
-        log.warning("batch of %d failed (%s: %s); retrying one by one", len(payloads), type(err).__name__, err)
-    results: list[R | Exception] = []
-    for payload in payloads:
-        try:
-            results.append((await thread.run(fn, [payload]))[0])
-        except Exception as err:  # noqa: BLE001 - this request's own failure, answered to it
-            results.append(err)
-    return results
 
 
 class ModelCache(Generic[T]):
@@ -169,6 +149,98 @@ class ModelCache(Generic[T]):
         """Ids of the models held in memory (after a collection, so unloaded ones are gone)."""
         gc.collect()
         return sorted(self._live.keys())
+
+
+def model_deployment(name: str, batching: type[Batching]) -> Callable[[type], Deployment]:
+    """``@serve.deployment`` of a model replica class: Serve's defaults for it, which a Serve
+    config's ``deployments`` entry named ``name`` overrides.
+
+    One CPU per replica (its model thread); room for one full batch running and the next one
+    filling (``max_ongoing_requests``); ``batching``'s defaults as the ``user_config``.
+    """
+    defaults = batching()
+    return serve.deployment(
+        name=name,
+        ray_actor_options={"num_cpus": 1},
+        max_ongoing_requests=2 * defaults.max_batch_size,
+        user_config=defaults.model_dump(),
+    )
+
+
+class ModelReplica(Generic[M]):
+    """The set-up a model deployment's replica shares with the others, for models of type ``M``.
+
+    Args:
+        models: served model name -> hub id or checkpoint directory; the first is the default.
+        options: the job options every model runs with (the app's ``asr_options`` or
+            ``tts_options``); their ``torch_threads`` sizes the model thread.
+        max_models: models held per replica; the least recently used is unloaded.
+        batching: the deployment's ``user_config`` class; its defaults start the budget.
+        load: model id -> model, run in the model thread on first use of the id. It may
+            read this object's fields (it is first called after construction).
+    """
+
+    def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int,
+                 batching: type[Batching], load: Callable[[str], M]):
+        self.sources = dict(models)  # served model name -> hub id or checkpoint directory
+        self.overrides = dict(options)  # job option name -> value
+        self.device = replica_device()
+        self.thread = ModelThread(self.overrides.get("torch_threads"))
+        self.budget = Budget(batching())
+        self.models: ModelCache[M] = ModelCache(load, max_models, self.thread)
+        self._batching = batching
+        self._started = time.time()
+
+    async def load_default(self) -> None:
+        """Load the default model; the deployment awaits this in ``__init__``, so the replica is
+        ready when Serve says so and a loading failure shows at deploy time, not on a request."""
+        await self.models.get(next(iter(self.sources)))
+
+    async def model(self) -> M:
+        """The model of the request's multiplexed model id (in a batch: the batch's, as Serve
+        splits batches by model id)."""
+        return await self.models.get(serve.get_multiplexed_model_id())
+
+    def reconfigure(self, batch_method: Any, user_config: dict[str, Any]) -> None:
+        """Apply a new ``user_config`` to the ``@serve.batch`` method and to the budget its items
+        count with, without restarting the replica."""
+        batching = self._batching.model_validate(user_config)
+        self.budget.batching = batching
+        batch_method.set_max_batch_size(batching.max_batch_size)
+        batch_method.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    async def run_batch(self, call: Callable[[M, list[T]], list[R]], items: list[Item[T]]) -> list[tuple[R, int] | Exception]:
+        """``call(model, payloads)`` in the model thread for a batch of queued items; each
+        result comes with the batch's size, or is the exception that item failed with.
+
+        One poisonous request must not fail its batch-mates: after a failed batch every
+        payload is retried alone and only the ones that fail again get their exception
+        (returned, not raised, so the deployment answers each request on its own).
+        """
+        fn = functools.partial(call, await self.model())
+        payloads = [item.payload for item in items]
+        try:
+            return [(result, len(items)) for result in await self.thread.run(fn, payloads)]
+        except Exception as err:  # noqa: BLE001 - retried one by one below; failures are returned
+            if len(payloads) == 1:
+                return [err]
+            log.warning("batch of %d failed (%s: %s); retrying one by one", len(payloads), type(err).__name__, err)
+        results: list[tuple[R, int] | Exception] = []
+        for payload in payloads:
+            try:
+                results.append(((await self.thread.run(fn, [payload]))[0], len(items)))
+            except Exception as err:  # noqa: BLE001 - this request's own failure, answered to it
+                results.append(err)
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        """Replica facts for operators and tests: when it started, its batching, its models."""
+        return {
+            "started": self._started,
+            "batching": self.budget.batching.model_dump(),
+            "loaded_models": self.models.loaded(),
+            "device": self.device,
+        }
 
 
 def replica_device() -> str:

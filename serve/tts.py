@@ -8,7 +8,8 @@ pieces of many requests share model calls. A TTS model's output for a piece does
 on its batch-mates (the :class:`speech.tts.TtsModel` contract), so the audio equals the job's.
 
 Pieces are streamed back in reading order as they are ready, each after the job's
-``sentence_pause_s`` of silence, so the joined stream is the waveform the job writes.
+``sentence_pause_s`` of silence (:func:`speech.tts.frontend.join_pieces`, piece by piece),
+so the joined stream is the waveform the job writes.
 
 Models are multiplexed by name; a request asking for another speaking rate than the
 configured one uses the model id ``<name>::speed=<rate>`` (a model built with that rate).
@@ -17,7 +18,6 @@ configured one uses the model id ``<name>::speed=<rate>`` (a model built with th
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +26,11 @@ import numpy as np
 from pydantic import Field
 from ray import serve
 
-from serve.replica import (
-    Batching, Budget, Item, ModelCache, ModelThread, Rejected, batch_slots, configure_batching, replica_device, run_batch,
-)
+from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, model_deployment
 from speech.options import SynthesizeOptions
 from speech.text import TextError
 from speech.tts import TextFrontEnd, TtsModel, Utterance, load_front_end, load_model
-from speech.tts.frontend import prepare_row
+from speech.tts.frontend import join_pieces, prepare_row
 
 DEPLOYMENT = "Synthesizer"
 _SPEED = "::speed="
@@ -95,7 +93,6 @@ class _Model:
         self.options = options
         self.front_end: TextFrontEnd = load_front_end(options)
         self.model: TtsModel = load_model(options, device)
-        self.pause = np.zeros(int(round(options.sentence_pause_s * self.model.sample_rate)), np.float32)
 
     def prepare(self, text: str, voice: str | None) -> list[Utterance] | Rejected:
         """The request's pieces, as the job's front end stage makes them for a row."""
@@ -122,41 +119,27 @@ class _Model:
         return result
 
 
-@serve.deployment(
-    name=DEPLOYMENT,
-    ray_actor_options={"num_cpus": 1},
-    max_ongoing_requests=32,
-    user_config=TtsBatching().model_dump(),
-)
+@model_deployment(DEPLOYMENT, TtsBatching)
 class Synthesizer:
     """Speech synthesis replica: several multiplexed models, budgeted dynamic batching.
 
-    Args:
-        models: served model name -> checkpoint directory or hub id.
-        options: ``tts_options``, the SynthesizeOptions every model runs with.
-        max_models: models held per replica; the least recently used is unloaded.
+    Args: as :class:`serve.replica.ModelReplica`'s; ``options`` are the ``tts_options``, the
+    SynthesizeOptions every model runs with.
     """
 
     async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int):
-        self._sources = dict(models)
-        self._overrides = dict(options)
-        self._device = replica_device()
-        self._thread = ModelThread(self._overrides.get("torch_threads"))
-        self._budget = Budget(TtsBatching())
-        self._models: ModelCache[_Model] = ModelCache(self._load, max_models, self._thread)
-        self._started = time.time()
-        # Load the default model before taking requests: the replica is ready when Serve says so,
-        # and a loading failure shows at deploy time instead of on a client's request.
-        await self._models.get(next(iter(self._sources)))
+        self._replica: ModelReplica[_Model] = ModelReplica(models, options, max_models, TtsBatching, self._load)
+        await self._replica.load_default()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
-        configure_batching(self._synthesize, self._budget, TtsBatching.model_validate(user_config))
+        self._replica.reconfigure(self._synthesize, user_config)
 
     def _load(self, key: str) -> _Model:
         name, _, speed = key.partition(_SPEED)
-        options = synthesize_options(self._sources[name], self._overrides, speed=float(speed) if speed else None)
-        return _Model(options, self._device)
+        replica = self._replica
+        options = synthesize_options(replica.sources[name], replica.overrides, speed=float(speed) if speed else None)
+        return _Model(options, replica.device)
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechChunk | Rejected]:
         """Stream the request's audio, piece by piece, with the model of the multiplexed model id.
@@ -164,13 +147,13 @@ class Synthesizer:
         A bad request (unknown voice, text that cannot be said) gets one :class:`Rejected`
         instead of audio; an exception is a server-side failure.
         """
-        model = await self._models.get(serve.get_multiplexed_model_id())
+        model = await self._replica.model()
         utterances = await asyncio.to_thread(model.prepare, request.text, request.voice)
         if isinstance(utterances, Rejected):
             yield utterances
             return
         pieces = [
-            asyncio.ensure_future(self._synthesize(Item(u, len(u.text), self._budget))) for u in utterances
+            asyncio.ensure_future(self._synthesize(Item(u, len(u.text), self._replica.budget))) for u in utterances
         ]
         try:
             for index, piece in enumerate(pieces):
@@ -178,26 +161,20 @@ class Synthesizer:
                 if isinstance(result, Exception):
                     raise result
                 waveform, batch_size = result
-                samples = np.concatenate([model.pause, waveform]) if index else waveform
-                yield SpeechChunk(samples, model.model.sample_rate, batch_size)
+                rate = model.model.sample_rate
+                samples = join_pieces([waveform], pause_s=model.options.sentence_pause_s, sample_rate=rate, start=index)
+                yield SpeechChunk(samples, rate, batch_size)
         finally:
             for piece in pieces:  # the client went away: its remaining pieces are not needed
                 piece.cancel()
 
     @serve.batch(max_batch_size=TtsBatching().max_batch_size, batch_wait_timeout_s=TtsBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
     async def _synthesize(self, items: list[Item]) -> list[tuple[np.ndarray, int] | Exception]:
-        model = await self._models.get(serve.get_multiplexed_model_id())
-        results = await run_batch(self._thread, model.synthesize, [item.payload for item in items])
-        return [r if isinstance(r, Exception) else (r, len(items)) for r in results]
+        return await self._replica.run_batch(_Model.synthesize, items)
 
     def describe(self) -> dict[str, Any]:
         """Replica facts for operators and tests: when it started, its batching, its models."""
-        return {
-            "started": self._started,
-            "batching": self._budget.batching.model_dump(),
-            "loaded_models": self._models.loaded(),
-            "device": self._device,
-        }
+        return self._replica.describe()
 
 
 __all__ = ["DEPLOYMENT", "SpeechChunk", "SpeechRequest", "Synthesizer", "TtsBatching", "model_key", "synthesize_options"]

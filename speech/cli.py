@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 
 class CliError(Exception):
@@ -297,25 +297,44 @@ def _actors(text: str):
 
 def _transcribe(args: argparse.Namespace) -> int:
     from jobs import transcribe
-    from jobs.runtime import ray_session
     from speech.asr import ModelError
-    from speech.inputs import InputError
-    from speech.options import OptionsError, TranscribeOptions, load_options
+    from speech.options import TranscribeOptions
 
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "inputs", "output", "model", "address", "batch_seconds", "actors", "cpus_per_actor",
-            "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare_actors", "overwrite",
-            "task", "timestamps", "vad", "max_new_tokens",
-        )
-    }
+    fields = (
+        "inputs", "output", "model", "address", "batch_seconds", "actors", "cpus_per_actor",
+        "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare_actors", "overwrite",
+        "task", "timestamps", "vad", "max_new_tokens",
+    )
+    return _run_job(args, TranscribeOptions, fields, transcribe.run, check=transcribe.check, errors=(ModelError,))
+
+
+def _run_job(
+    args: argparse.Namespace,
+    options_type: type,
+    fields: Sequence[str],
+    run: Callable[[Any, Any], Any],
+    *,
+    check: Callable[[Any], Any] | None = None,
+    errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """A job command: options from ``--config`` with the flags named by ``fields`` over them,
+    ``plan = check(options)``, then ``run(options, plan)`` in a Ray session; prints the
+    returned summary (a dataclass) as JSON.
+
+    Bad options, inputs or output, and the job's own ``errors``, become a :class:`CliError`.
+    """
+    from jobs.output import OutputError
+    from jobs.runtime import ray_session
+    from speech.inputs import InputError
+    from speech.options import OptionsError, load_options
+
+    overrides = {key: getattr(args, key) for key in fields}
     try:
-        options = load_options(TranscribeOptions, args.config, overrides)
-        plan = transcribe.check(options)  # before Ray starts: bad input fails in a second
+        options = load_options(options_type, args.config, overrides)
+        plan = check(options) if check is not None else None  # before Ray starts: bad input fails in a second
         with ray_session(options.address):
-            summary = transcribe.run(options, plan)
-    except (OptionsError, InputError, ModelError, transcribe.OutputError) as err:
+            summary = run(options, plan)
+    except (OptionsError, InputError, OutputError, *errors) as err:
         raise CliError(str(err)) from err
     print(json.dumps(summary.__dict__, indent=2))
     return 0
@@ -334,28 +353,17 @@ def _export(args: argparse.Namespace) -> int:
 
 def _synthesize(args: argparse.Namespace) -> int:
     from jobs import synthesize
-    from jobs.output import OutputError
-    from jobs.runtime import ray_session
     from speech.asr import ModelError as AsrModelError
-    from speech.inputs import InputError
-    from speech.options import OptionsError, SynthesizeOptions, load_options
+    from speech.options import SynthesizeOptions
     from speech.tts import ModelError
 
-    overrides = {
-        key: getattr(args, key)
-        for key in (
-            "input", "output", "model", "backend", "voice", "seed", "language", "format", "address", "actors",
-            "cpus_per_actor", "gpus_per_actor", "batch_size", "max_piece_chars", "verify_with", "max_cer", "overwrite",
-        )
-    }
-    try:
-        options = load_options(SynthesizeOptions, args.config, overrides)
-        with ray_session(options.address):
-            summary = synthesize.run(options)
-    except (OptionsError, InputError, ModelError, AsrModelError, OutputError) as err:
-        raise CliError(str(err)) from err
-    print(json.dumps(summary.__dict__, indent=2))
-    return 0
+    fields = (
+        "input", "output", "model", "backend", "voice", "seed", "language", "format", "address", "actors",
+        "cpus_per_actor", "gpus_per_actor", "batch_size", "max_piece_chars", "verify_with", "max_cer", "overwrite",
+    )
+    # The synthesis job checks its model, input and output itself, at the start of its run.
+    return _run_job(args, SynthesizeOptions, fields, lambda options, _plan: synthesize.run(options),
+                    errors=(ModelError, AsrModelError))
 
 
 def _add_serve(commands) -> None:

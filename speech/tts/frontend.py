@@ -1,11 +1,14 @@
-"""The common text front end: one input row -> the utterances a TTS model synthesizes.
+"""The common text front end: one input row -> the utterances a TTS model synthesizes, and back.
 
 Every backend goes through the same steps, so bad rows fail the same way whatever the
 model: normalize, validate, resolve the voice, split at sentence boundaries, then let the
-backend encode each piece (its own normalization, pronounceability check, tokens).
+backend encode each piece (its own normalization, pronounceability check, tokens). The
+pieces' waveforms are joined back into the row's audio by :func:`join_pieces`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -74,6 +77,23 @@ def _encode(front_end: TextFrontEnd, piece: str, voice: str, language: str | Non
             raise TextError(f"piece too long for the model even after splitting: {err}") from err
         return [part for p in smaller for part in _encode(front_end, p, voice, language, max_chars // 2, resplits - 1)]
     return [(piece, inputs, cost)]
+
+
+def join_pieces(parts: Sequence[np.ndarray], *, pause_s: float, sample_rate: int, start: int = 0) -> np.ndarray:
+    """Waveforms of a row's pieces, in reading order, joined into its audio: float32 ``[n]``.
+
+    ``parts`` (at least one, each ``[n_k]`` at ``sample_rate`` Hz) are the row's pieces from
+    its ``start``-th on; each piece but the row's first comes after ``pause_s`` seconds of
+    silence. Joining piece by piece (``start=k`` for piece ``k``) and concatenating gives the
+    same samples as joining all at once, which lets the server stream what the job writes.
+    """
+    pause = np.zeros(int(round(pause_s * sample_rate)), np.float32)
+    joined: list[np.ndarray] = []
+    for k, part in enumerate(parts, start):
+        if k:
+            joined.append(pause)
+        joined.append(np.asarray(part, np.float32))
+    return np.concatenate(joined)
 
 
 def check_speakable(front_end: TextFrontEnd, piece: str) -> bool:
