@@ -1,9 +1,10 @@
 """The corpus transcription job: inputs -> probe -> sort -> prepare -> recognize -> Parquet.
 
-Stages (each a Ray Data operator, streaming; the driver only lists paths):
+Stages (each a Ray Data operator, streaming, except that small corpora are probed and
+sorted in the driver):
 
-1. **probe** (CPU tasks): read each file's header for its duration; unreadable
-   files get an ``error`` here and flow on.
+1. **probe** (driver threads up to ``_DRIVER_PROBE_ROWS`` inputs, else CPU tasks): read
+   each file's header for its duration; unreadable files get an ``error`` here and flow on.
 2. **sort** by duration, globally, so that neighbours have similar lengths.
 3. **prepare** (CPU actors holding the front end): decode, resample, extract
    features, chunk long files, and pack the window's utterances into *units* whose
@@ -44,6 +45,11 @@ from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
 log = logging.getLogger(__name__)
 
 _PROBE_BLOCK_ROWS = 256  # input rows per probe task
+# Up to this many inputs are probed by threads in the driver and sorted in memory: header
+# reads are I/O and take well under a second for thousands of files, where a Ray Data probe
+# and distributed sort costs ~12 s of task start-up and shuffle. Bigger corpora use Ray Data.
+_DRIVER_PROBE_ROWS = 4096
+_DRIVER_PROBE_THREADS = 16
 
 
 @dataclass
@@ -247,13 +253,21 @@ def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
     return summarize(options, plan.backend, time.perf_counter() - started)
 
 
-def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
+def _sorted_inputs(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
+    """The inputs with ``duration_s`` and header ``error`` added, sorted by duration."""
+    if todo.num_rows <= _DRIVER_PROBE_ROWS:
+        probe_rows = functools.partial(probe_batch, max_duration_s=options.max_duration_s)
+        pieces = [todo.slice(i, 16) for i in range(0, todo.num_rows, 16)]
+        with ThreadPoolExecutor(_DRIVER_PROBE_THREADS) as threads:
+            ordered = pa.concat_tables(threads.map(probe_rows, pieces)).sort_by("duration_s")
+        # Blocks of one prepare window, so every prepare actor of the pool gets work.
+        window = options.prepare_window
+        return ray.data.from_arrow([ordered.slice(i, window) for i in range(0, ordered.num_rows, window)])
+    # Sorting is a barrier anyway; materializing its small output (paths and durations,
+    # in the object store) before the actor stages start keeps their reserved CPUs from
+    # starving the sort's tasks on small machines.
     blocks = [todo.slice(i, _PROBE_BLOCK_ROWS) for i in range(0, todo.num_rows, _PROBE_BLOCK_ROWS)]
-    pool = options.pool
-    # Sorting is a barrier anyway; materializing its small output (paths and
-    # durations, in the object store) before the actor stages start keeps their
-    # reserved CPUs from starving the sort's tasks on small machines.
-    ordered = (
+    return (
         ray.data.from_arrow(blocks)
         .map_batches(
             probe_batch, fn_kwargs={"max_duration_s": options.max_duration_s}, batch_format="pyarrow", num_cpus=0.25
@@ -261,7 +275,11 @@ def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
         .sort("duration_s")
         .materialize()
     )
-    dataset = ordered.map_batches(
+
+
+def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
+    pool = options.pool
+    dataset = _sorted_inputs(options, todo).map_batches(
         PrepareUnits,
         fn_constructor_args=(options,),
         batch_size=options.prepare_window,

@@ -77,7 +77,7 @@ def decode(data: bytes | str, sample_rate: int) -> np.ndarray:
     try:
         samples, source_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioDecodeError(f"cannot decode audio: {err}") from err
+        raise AudioDecodeError(f"cannot decode audio: {_reason(err)}") from err
     # [frames, channels] -> [frames]: averaging keeps the level of correlated channels.
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     return prepare_samples(mono, source_rate, sample_rate)
@@ -106,8 +106,14 @@ def _info(file: io.IOBase) -> AudioInfo:
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
         if _is_empty(file):
             raise AudioDecodeError("empty file (0 bytes)") from err
-        raise AudioDecodeError(f"cannot read audio header: {err}") from err
+        raise AudioDecodeError(f"cannot read audio header: {_reason(err)}") from err
     return AudioInfo(sample_rate=int(info.samplerate), channels=int(info.channels), num_frames=int(info.frames))
+
+
+def _reason(err: Exception) -> str:
+    """libsndfile's own message ("Format not recognised."), without the file object's repr
+    and memory address that soundfile puts in front of it: errors must read the same every run."""
+    return getattr(err, "error_string", None) or str(err)
 
 
 def _is_empty(file: io.IOBase) -> bool:

@@ -176,23 +176,29 @@ def test_cli_refuses_bad_invocations(tmp_path, checkpoints, capsys):
     assert "dtype" in err and "float32" in err and str(config) in err
 
 
-def test_object_store_cap_backpressures_without_changing_results(ray_local, checkpoints, tmp_path, one_thread):
-    # A 1 MiB budget holds about one prepared batch: preparation must wait for the model
-    # (the memory bound on big corpora) and the job must neither stall nor change a row.
-    inputs = [SAMPLES / "manifest.jsonl"]
+def test_large_corpus_path_and_object_store_cap_change_no_row(ray_local, checkpoints, tmp_path, one_thread, monkeypatch):
+    # Small corpora are probed and sorted in the driver, big ones by Ray Data; force the big
+    # path here. A 1 MiB object-store budget holds about one prepared batch, so preparation
+    # must wait for the model (the memory bound on big corpora): neither may change a row,
+    # and the job must not stall.
+    bad_manifest, bad = _bad_files(tmp_path / "bad")
+    inputs = [bad_manifest, SAMPLES / "manifest.jsonl"]
     model = checkpoints["ctc-xlsr"]
-    capped = TranscribeOptions(inputs=[str(inputs[0])], output=str(tmp_path / "capped"), model=str(model),
+    capped = TranscribeOptions(inputs=[str(p) for p in inputs], output=str(tmp_path / "capped"), model=str(model),
                                object_store_mb=1, batch_seconds=2, torch_threads=1)
     assert capped.object_store_bytes == 2**20
     assert TranscribeOptions(inputs=["x"], output="o", model="m").object_store_bytes == 128 * 2**20
     assert TranscribeOptions(inputs=["x"], output="o", model="m", actors=16, batch_seconds=120).object_store_bytes == (
         16 * 120 * 16_000 * 4 * 16
     )
+    want = _run(tmp_path / "driver-sorted", inputs, model, batch_seconds=2, torch_threads=1).sort_index()
+    monkeypatch.setattr(transcribe, "_DRIVER_PROBE_ROWS", 0)
     todo = transcribe.check(capped).todo
-    limits = transcribe._pipeline(capped, todo).context.execution_options.resource_limits
-    assert limits.object_store_memory == 2**20
+    assert transcribe._pipeline(capped, todo).context.execution_options.resource_limits.object_store_memory == 2**20
     transcribe.run(capped)
     got = transcribe.read_output(capped.output).to_pandas().set_index("id").sort_index()
-    want = _run(tmp_path / "free", inputs, model, batch_seconds=2, torch_threads=1).sort_index()
-    assert len(got) == len(want) == 10 and got["error"].isna().all()
-    assert got["text"].tolist() == want["text"].tolist()
+    assert len(got) == len(want) == len(bad) + 1 + 10
+    assert got["error"].fillna("").tolist() == want["error"].fillna("").tolist()
+    assert got["text"].fillna("").tolist() == want["text"].fillna("").tolist()
+    # Error rows have no duration (NaN): compare those as -1.
+    assert got["duration_s"].fillna(-1).tolist() == want["duration_s"].fillna(-1).tolist()
