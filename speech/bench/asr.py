@@ -9,6 +9,11 @@ Systems (each in its own subprocess, see :mod:`speech.bench.systems`):
 * ``ours_10x``: our job on the corpus listed 10 times, for its peak memory;
 * ``profile``: our job's stages run serially and timed, to show where the time goes.
 
+``backend="whisper"`` benchmarks a Whisper model instead (see :mod:`speech.bench.whisper`):
+``ours``, ``naive``, ``unsorted``, ``faster_whisper`` (faster-whisper's batched pipeline on the
+same weights converted for CTranslate2) and ``ceiling`` (encoder + greedy generate on
+pre-computed features); no memory run and no profile.
+
 Absolute times on a shared machine are noise; the ratios between systems measured in one
 run are the result. The report records the machine and its load.
 """
@@ -38,7 +43,18 @@ _LABELS = {
     "unsorted": "transformers pipeline, batch 16 unsorted",
     "ceiling": "ceiling: bare forward, sorted, padded",
     "ours_10x": "ours on the corpus x{scale} (memory)",
+    "faster_whisper": "faster-whisper batched, same weights (float32)",
 }
+
+#: Whisper: report name -> system run (see speech.bench.whisper), in run order.
+_WHISPER_SYSTEMS = {
+    "ceiling": "whisper_ceiling",
+    "ours": "whisper_ours",
+    "naive": "naive",
+    "unsorted": "unsorted",
+    "faster_whisper": "faster_whisper",
+}
+_WHISPER_LABELS = {**_LABELS, "ceiling": "ceiling: encoder + greedy generate, batched"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,8 @@ class AsrBench:
     memory_scale: int = 10  # the memory run's corpus is this many times the main one
     repeat: int = 1  # rounds of the speed systems; each system's best round is reported
     work: Path | None = None  # scratch directory; None: a temporary one, removed afterwards
+    backend: str = "ctc"  # "ctc" or "whisper": which model family, and so which systems
+    max_new_tokens: int = 48  # whisper: tokens every system generates per 30 s window (greedy)
 
 
 def run(bench: AsrBench, progress=print) -> dict:
@@ -60,11 +78,18 @@ def run(bench: AsrBench, progress=print) -> dict:
     machine_before = load_average()
     # Absolute, since the manifests the systems read hold these paths.
     bench = replace(bench, cache=Path(bench.cache).resolve())
+    if bench.backend not in ("ctc", "whisper"):
+        raise ValueError(f"backend {bench.backend!r}: expected 'ctc' or 'whisper'")
     model = Path(bench.model).resolve() if bench.model else _default_model(bench)
     corpus = build_corpus(bench.cache, CorpusSpec(files=bench.files or (QUICK_FILES if bench.quick else FULL_FILES)))
     work = Path(bench.work) if bench.work else Path(tempfile.mkdtemp(prefix="speech-bench-asr-"))
     work.mkdir(parents=True, exist_ok=True)
     base = Job(system="", model=str(model), manifest=str(corpus.manifest), threads=bench.threads, work_dir="")
+    if bench.backend == "whisper":
+        report = _run_whisper(bench, model, corpus, base, work, progress, machine_before)
+        if not bench.work:
+            shutil.rmtree(work)
+        return report
     if bench.quick:
         base = replace(base, budgets_s=[0.0, 10.0], sweep_share=1.0)
     larger = repeat_manifest(corpus, bench.memory_scale, work / "manifest-larger.jsonl")
@@ -102,7 +127,11 @@ def _default_model(bench: AsrBench) -> Path:
     if bench.quick:
         from speech.testing.checkpoints import build_fixtures
 
-        return build_fixtures(bench.cache)["ctc-xlsr"]
+        return build_fixtures(bench.cache)["whisper" if bench.backend == "whisper" else "ctc-xlsr"]
+    if bench.backend == "whisper":
+        from speech.bench.whisper import base_whisper
+
+        return base_whisper(bench.cache)
     from speech.bench.checkpoint import base_ctc
 
     return base_ctc(bench.cache)
@@ -180,6 +209,8 @@ def _targets(report: dict) -> list[dict]:
 
 def format_table(report: dict) -> str:
     """The report as the plain-text table ``speech bench asr`` prints (also used in the README)."""
+    if report.get("backend") == "whisper":
+        return _format_whisper(report)
     scale = report["settings"]["memory_scale"]
     lines = [
         f"| system | RTFx | x ours | padding eff. | peak RSS MiB | peak PSS MiB | wall s | start-up s |",
@@ -227,3 +258,106 @@ def _parameters(model: Path) -> int:
                     count *= dim
                 total += count
     return total
+
+
+# ---------------------------------------------------------------- Whisper
+
+
+def _run_whisper(bench: AsrBench, model: Path, corpus, base: Job, work: Path, progress, load_before: dict) -> dict:
+    """Run the Whisper systems round-robin (``repeat`` rounds, best kept) and build the report."""
+    from speech.bench.whisper import ct2_copy, job_options
+
+    ct2 = ct2_copy(bench.cache, model)
+    base = replace(base, ct2_model=str(ct2), **job_options(bench.max_new_tokens))
+    # Batch sizes of the ceiling sweep, as seconds of 30 s windows: 1, 4 and 8 windows.
+    base = replace(base, budgets_s=[30.0, 120.0], sweep_share=1.0) if bench.quick else replace(base, budgets_s=[30.0, 120.0, 240.0])
+    runs: dict[str, list[dict]] = {}
+    started = time.perf_counter()
+    for round_ in range(bench.repeat):
+        for name, system in _WHISPER_SYSTEMS.items():
+            figures = run_system(replace(base, system=system, work_dir=str(work / f"{name}-{round_}")))
+            figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
+            runs.setdefault(name, []).append(figures)
+            progress(f"  {name:<14} {figures['audio_s']:8.1f} s audio in {figures['wall_s']:7.1f} s: "
+                     f"RTFx {figures['rtfx']:.2f}, {figures['tokens']} tokens")
+    systems = {name: _best(figures) for name, figures in runs.items()}
+    return _report_whisper(bench, model, ct2, corpus, systems, load_before, time.perf_counter() - started)
+
+
+def _report_whisper(bench: AsrBench, model: Path, ct2: Path, corpus, systems: dict, load_before: dict,
+                    seconds: float) -> dict:
+    rtfx = {k: v["rtfx"] for k, v in systems.items()}
+    ours = rtfx["ours"]
+    tokens = {k: v["tokens"] for k, v in systems.items()}
+    report = {
+        "benchmark": "asr",
+        "backend": "whisper",
+        "quick": bench.quick,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {**machine(), "load_before": load_before, "load_after": load_average()},
+        "settings": {
+            "model": str(model),
+            "ct2_model": str(ct2),
+            "model_parameters": _parameters(Path(model)),
+            "max_new_tokens": bench.max_new_tokens,
+            "decoding": "greedy, language en, task transcribe, no timestamps",
+            "torch_threads": bench.threads,
+            "unsorted_batch_size": Job.batch_size,
+            "faster_whisper_batch_size": Job.batch_size,
+            "corpus": corpus.describe(),
+        },
+        "systems": systems,
+        "rtfx": rtfx,
+        "ratio_to_ours": {k: round(v / ours, 3) for k, v in rtfx.items()},
+        "ceiling_fraction": round(ours / rtfx["ceiling"], 3),
+        "speedup_vs_naive": round(ours / rtfx["naive"], 3),
+        "speedup_vs_unsorted": round(ours / rtfx["unsorted"], 3),
+        "speedup_vs_faster_whisper": round(ours / rtfx["faster_whisper"], 3),
+        # Equal work: every system generated the same number of tokens (greedy, same weights).
+        "tokens": tokens,
+        "tokens_equal": len(set(tokens.values())) == 1,
+        "tokens_per_window_max": bench.max_new_tokens,
+        "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in systems.items()},
+        "peak_pss_mb": {k: v["peak_pss_mb"] for k, v in systems.items()},
+        "startup_share": {k: round(v["startup_s"] / v["wall_s"], 3) for k, v in systems.items()},
+        "repeat": bench.repeat,
+        "bench_seconds": round(seconds, 1),
+    }
+    checks = [
+        ("ours / faster-whisper batched RTFx", report["speedup_vs_faster_whisper"], 1.0),
+        ("ours / ceiling RTFx", report["ceiling_fraction"], 0.85),
+        ("ours / naive loop RTFx", report["speedup_vs_naive"], 1.0),
+    ]
+    report["targets"] = [{"target": n, "value": v, "goal": f">= {g:g}", "met": v >= g} for n, v, g in checks]
+    return report
+
+
+def _format_whisper(report: dict) -> str:
+    lines = [
+        "| system | RTFx | x ours | tokens | peak RSS MiB | peak PSS MiB | wall s | start-up s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, f in report["systems"].items():
+        lines.append(
+            f"| {_WHISPER_LABELS[name]} | {f['rtfx']:.2f} | {report['ratio_to_ours'][name]:.2f} | {f['tokens']} | "
+            f"{f['peak_rss_mb']:.0f} | {f['peak_pss_mb']:.0f} | {f['wall_s']:.1f} | {f['startup_s']:.1f} |"
+        )
+    lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
+    lines += [f"| {t['target']} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]]
+    m, s = report["machine"], report["settings"]
+    corpus = s["corpus"]
+    ceiling = report["systems"]["ceiling"]
+    sweep = ", ".join(f"{b}: {r['rtfx']:.2f}" for b, r in ceiling["sweep"].items())
+    lines += [
+        "",
+        f"Tokens generated: {'the same for every system' if report['tokens_equal'] else 'NOT the same for every system'} "
+        f"(at most {s['max_new_tokens']} per 30 s window; {s['decoding']}). Ceiling: best batch "
+        f"{ceiling['best_batch']} windows of the sweep {sweep} RTFx.",
+        f"Model: {s['model_parameters'] / 1e6:.1f}M parameters ({Path(s['model']).name}); "
+        f"corpus: {corpus['files']} files, {corpus['audio_s']:.0f} s of audio "
+        f"(mean {corpus['mean_s']:.1f} s, {corpus['min_s']:.1f}-{corpus['max_s']:.1f} s); threads: {s['torch_threads']}.",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
+        f"{m['load_before']['1min']:.2f} before, {m['load_after']['1min']:.2f} after; {m['python']}, torch {m['torch']}, "
+        f"transformers {m['transformers']}, ray {m['ray']}.",
+    ]
+    return "\n".join(lines)

@@ -48,10 +48,20 @@ class Job:
     batch_seconds: float | None = None  # our job's budget; None: its default for the device
     budgets_s: list[float] = field(default_factory=lambda: [0.0, 10.0, 20.0])  # ceiling sweep; 0: one at a time
     sweep_share: float = 0.25  # share of the corpus the ceiling sweep runs on (1: sweep is the result)
+    # Whisper (speech.bench.whisper): what makes every system do the same decoding work.
+    transcribe_options: dict = field(default_factory=dict)  # extra TranscribeOptions of our job
+    generate_kwargs: dict = field(default_factory=dict)  # the pipelines' generate_kwargs
+    runtime_env: dict = field(default_factory=dict)  # our job's Ray runtime_env (a token counter)
+    max_new_tokens: int | None = None  # tokens per 30 s window for the Whisper-only systems
+    ct2_model: str = ""  # the model converted for CTranslate2 (faster-whisper)
 
 
-def run_system(job: Job, timeout_s: float = 7200) -> dict:
-    """Run ``job.system`` in a subprocess and return its figures plus peak tree memory (MiB)."""
+def run_system(job: Job, timeout_s: float = 7200, module: str = "speech.bench.systems") -> dict:
+    """Run ``job.system`` in a subprocess and return its figures plus peak tree memory (MiB).
+
+    ``module`` is the child's entry point (``python -m MODULE JOB.json RESULT.json``); other
+    benchmarks pass their own module and job dataclass (with ``system``, ``threads``, ``work_dir``).
+    """
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     spec, result, log_path = work / "job.json", work / "result.json", work / "log.txt"
@@ -61,7 +71,7 @@ def run_system(job: Job, timeout_s: float = 7200) -> dict:
     with log_path.open("w") as log:
         # A session of its own, so a timeout can stop the child with all it started.
         child = subprocess.Popen(
-            [sys.executable, "-m", "speech.bench.systems", str(spec), str(result)],
+            [sys.executable, "-m", module, str(spec), str(result)],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         with TreeMemory(child.pid) as memory:
@@ -131,10 +141,11 @@ def ours(job: Job) -> dict:
         overwrite=True,
         torch_threads=job.threads,
         batch_seconds=job.batch_seconds,
+        **job.transcribe_options,
     )
     plan = transcribe.check(options)
     # "local": a Ray of our own even when `ray start` left a cluster on this machine.
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, runtime_env=job.runtime_env or None)
     try:
         ray_started = time.perf_counter()
         summary = transcribe.run(options, plan)
@@ -158,7 +169,7 @@ def naive(job: Job) -> dict:
     """System 2: transformers ``pipeline("automatic-speech-recognition")``, one file at a time."""
     pipe, rate, loaded, started = _pipeline(job)
     texts = [pipe({"raw": audio, "sampling_rate": rate})["text"] for audio in _decoded(job, rate)]
-    return _pipeline_figures(job, texts, rate, started, loaded, batch_size=1)
+    return _pipeline_figures(job, texts, rate, started, loaded, batch_size=1, model=pipe.model)
 
 
 def unsorted(job: Job) -> dict:
@@ -170,7 +181,7 @@ def unsorted(job: Job) -> dict:
     pipe, rate, loaded, started = _pipeline(job)
     inputs = ({"raw": audio, "sampling_rate": rate} for audio in _decoded(job, rate))
     texts = [out["text"] for out in pipe(inputs, batch_size=job.batch_size)]
-    return _pipeline_figures(job, texts, rate, started, loaded, batch_size=job.batch_size)
+    return _pipeline_figures(job, texts, rate, started, loaded, batch_size=job.batch_size, model=pipe.model)
 
 
 def ceiling(job: Job) -> dict:
@@ -312,19 +323,34 @@ def _pipeline(job: Job):
 
     torch.set_num_threads(job.threads)
     started = time.perf_counter()
-    pipe = pipeline("automatic-speech-recognition", model=job.model, device="cpu")
+    # float32 as every system (transformers 5 would keep a float16 checkpoint's dtype).
+    extra = {"generate_kwargs": job.generate_kwargs} if job.generate_kwargs else {}
+    pipe = pipeline("automatic-speech-recognition", model=job.model, device="cpu", dtype=torch.float32, **extra)
+    if job.generate_kwargs:
+        from speech.bench.whisper import count_generated_tokens
+
+        count_generated_tokens(pipe.model)
+        if pipe.tokenizer.pad_token is None:  # hub Whisper tokenizers pad with <|endoftext|>; batching needs one
+            pipe.tokenizer.pad_token = pipe.tokenizer.eos_token
     return pipe, int(pipe.feature_extractor.sampling_rate), time.perf_counter() - started, started
 
 
-def _pipeline_figures(job: Job, texts: list[str], rate: int, started: float, loaded: float, batch_size: int) -> dict:
-    """Figures of a pipeline run that started at ``started``; the clock stops here."""
+def _pipeline_figures(job: Job, texts: list[str], rate: int, started: float, loaded: float, batch_size: int,
+                      model=None) -> dict:
+    """Figures of a pipeline run that started at ``started``; the clock stops here.
+
+    A Whisper run (``job.generate_kwargs``) also reports the tokens ``model`` generated.
+    """
     wall = time.perf_counter() - started
     lengths = _lengths(job, rate)
     if len(texts) != len(lengths):
         raise BenchError(f"{job.system}: {len(texts)} transcripts for {len(lengths)} files")
     batches = [list(range(i, min(i + batch_size, len(lengths)))) for i in range(0, len(lengths), batch_size)]
-    return {"files": len(texts), "audio_s": sum(lengths) / rate, "wall_s": wall, "startup_s": loaded,
-            "padding_efficiency": _padding_efficiency(lengths, batches)}
+    figures = {"files": len(texts), "audio_s": sum(lengths) / rate, "wall_s": wall, "startup_s": loaded,
+               "padding_efficiency": _padding_efficiency(lengths, batches)}
+    if job.generate_kwargs:
+        figures["tokens"] = model.generated_tokens[0]
+    return figures
 
 
 def _padding_efficiency(lengths: list[int], batches: list[list[int]]) -> float:
@@ -371,7 +397,12 @@ def _hook_forward_time(model) -> list[float]:
 def main(argv: list[str]) -> int:
     """Child entry point: ``python -m speech.bench.systems JOB.json RESULT.json``."""
     job = Job(**json.loads(Path(argv[0]).read_text()))
-    figures = SYSTEMS[job.system](job)
+    if job.system in SYSTEMS:
+        figures = SYSTEMS[job.system](job)
+    else:
+        from speech.bench.whisper import WHISPER_SYSTEMS
+
+        figures = WHISPER_SYSTEMS[job.system](job)
     Path(argv[1]).write_text(json.dumps(figures))
     return 0
 

@@ -1,0 +1,72 @@
+"""`speech bench asr --backend whisper`: every system runs on the same weights and reports its figures.
+
+No timing thresholds: figures must exist and be positive, ratios must equal their definitions,
+and every system must have generated the same number of tokens (greedy decoding of the same
+weights, so the same work).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from speech.cli import main
+from conftest import FIXTURES_DIR
+
+SYSTEMS = ("ours", "naive", "unsorted", "faster_whisper", "ceiling")
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    """``(report, printed table)`` of one quick Whisper run, shared by the tests below."""
+    out = tmp_path_factory.mktemp("bench-whisper")
+    path = out / "bench.json"
+    argv = ["bench", "asr", "--backend", "whisper", "--quick", "--files", "3", "--json", str(path),
+            "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return json.loads(path.read_text()), printed.getvalue()
+
+
+def test_every_system_reports_positive_figures(quick_report):
+    report, table = quick_report
+    assert report["backend"] == "whisper"
+    for label in ("ours: speech transcribe", "1 at a time", "batch 16 unsorted", "faster-whisper batched", "ceiling"):
+        assert label in table
+    assert set(report["systems"]) == set(SYSTEMS)
+    for name in SYSTEMS:
+        assert report["rtfx"][name] > 0, name
+        assert report["peak_rss_mb"][name] > 0, name
+        assert report["tokens"][name] > 0, name
+        assert report["systems"][name]["files"] == 3, name
+    audio = {round(report["systems"][name]["audio_s"], 3) for name in SYSTEMS}
+    assert len(audio) == 1  # the same corpus everywhere
+
+
+def test_ratios_equal_their_definitions(quick_report):
+    report, _ = quick_report
+    rtfx = report["rtfx"]
+    # Reported ratios are rounded to 3 decimals.
+    for name in SYSTEMS:
+        assert report["ratio_to_ours"][name] == pytest.approx(rtfx[name] / rtfx["ours"], abs=2e-3)
+    assert report["ceiling_fraction"] == pytest.approx(rtfx["ours"] / rtfx["ceiling"], abs=2e-3)
+    assert report["speedup_vs_naive"] == pytest.approx(rtfx["ours"] / rtfx["naive"], abs=2e-3)
+    assert report["speedup_vs_unsorted"] == pytest.approx(rtfx["ours"] / rtfx["unsorted"], abs=2e-3)
+    assert report["speedup_vs_faster_whisper"] == pytest.approx(rtfx["ours"] / rtfx["faster_whisper"], abs=2e-3)
+    for name in SYSTEMS:
+        figures = report["systems"][name]
+        assert rtfx[name] == pytest.approx(figures["audio_s"] / figures["wall_s"], abs=2e-3)
+
+
+def test_every_system_generated_the_same_tokens(quick_report):
+    report, _ = quick_report
+    tokens = report["tokens"]
+    # The quick fixture ends its outputs at varying lengths, so equal counts mean equal greedy
+    # decoding on the same features and weights, not merely the max_new_tokens bound.
+    assert tokens["faster_whisper"] == tokens["ours"]
+    assert report["tokens_equal"] is True and len(set(tokens.values())) == 1
+    assert tokens["ours"] < report["settings"]["max_new_tokens"] * report["systems"]["ours"]["files"]
