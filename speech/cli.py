@@ -193,7 +193,15 @@ def _add_bench_asr(kinds) -> None:
     )
     _bench_common(p)
     p.add_argument("--files", type=_positive, help="corpus size in files (default 120, quick 12)")
-    p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
+    p.add_argument(
+        "--backend", choices=("ctc", "whisper"), default="ctc",
+        help="ctc (default), or whisper: ours vs the pipeline, faster-whisper batched and the bare generate",
+    )
+    p.add_argument(
+        "--model",
+        help="a local checkpoint directory of the backend (default: a generated wav2vec2-base / whisper-base-size one)",
+    )
+    p.add_argument("--max-new-tokens", type=_positive, default=48, help="whisper: tokens per 30 s window, every system (default 48)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=_positive, default=10, help="the memory run's corpus multiple (default 10)")
     p.add_argument(
@@ -204,14 +212,43 @@ def _add_bench_asr(kinds) -> None:
 
 
 def _add_bench_tts(kinds) -> None:
-    p = kinds.add_parser("tts", help="synthesis: batched speech synthesize vs a one-utterance-at-a-time loop")
+    p = kinds.add_parser(
+        "tts",
+        help="synthesis: batched speech synthesize vs a one-utterance-at-a-time loop",
+        description=(
+            "Our synthesize job (Ray, batched where the backend batches) vs the same backend called once per "
+            "utterance in one process writing the same files, and the model calls alone (the ceiling), on a "
+            "generated text corpus."
+        ),
+        epilog="example: speech bench tts --backend chattts --utterances 24 --json tts.json",
+    )
     _bench_common(p)
+    p.add_argument("--backend", choices=("chattts", "vits", "kokoro"), default="chattts",
+                   help="backend to benchmark (default chattts: the one whose decoder and vocoder batch)")
+    p.add_argument("--model", help="a local checkpoint directory of that backend (default: a generated one)")
+    p.add_argument("--utterances", type=_positive, help="corpus rows (default 24, quick 6)")
+    p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
+    p.add_argument("--repeat", type=_positive, default=1, help="rounds of the systems, round-robin; each keeps its best (default 1)")
     p.set_defaults(handler=_bench_tts)
 
 
 def _add_bench_serve(kinds) -> None:
-    p = kinds.add_parser("serve", help="serving: a bounded load generator, batching on vs off")
+    p = kinds.add_parser(
+        "serve",
+        help="serving: a bounded load generator, batching on vs off",
+        description=(
+            "Start `speech serve` (own local Ray, 127.0.0.1, one replica per deployment) twice, with the "
+            "Transcriber's batching on (the config's) and off (max_batch_size 1), send a fixed number of "
+            "transcription requests with a fixed number in flight, and report throughput, p50/p90/p99 "
+            "latency and the batch sizes seen."
+        ),
+        epilog="example: speech bench serve --requests 120 --concurrency 16 --json serve.json",
+    )
     _bench_common(p)
+    p.add_argument("--requests", type=_positive, help="timed requests per setting (default 120, quick 24)")
+    p.add_argument("--concurrency", type=_positive, help="requests in flight at most (default 16, quick 8)")
+    p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
+    p.add_argument("--threads", type=_positive, default=2, help="torch threads of the model replica (default 2)")
     p.set_defaults(handler=_bench_serve)
 
 
@@ -252,17 +289,30 @@ def _bench_asr(args: argparse.Namespace) -> int:
 
     bench = asr.AsrBench(
         cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
-        memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args),
+        memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args), backend=args.backend,
+        max_new_tokens=args.max_new_tokens,
     )
     return _run_bench(asr, bench, args)
 
 
 def _bench_tts(args: argparse.Namespace) -> int:
-    raise CliError("speech bench tts is not written yet")
+    from speech.bench import tts
+
+    bench = tts.TtsBench(
+        cache=_bench_cache(args), quick=args.quick, backend=args.backend, model=args.model, utterances=args.utterances,
+        threads=args.threads, repeat=args.repeat, work=_bench_work(args),
+    )
+    return _run_bench(tts, bench, args)
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    raise CliError("speech bench serve is not written yet")
+    from speech.bench import serve
+
+    bench = serve.ServeBench(
+        cache=_bench_cache(args), quick=args.quick, requests=args.requests, concurrency=args.concurrency,
+        model=args.model, threads=args.threads, work=_bench_work(args),
+    )
+    return _run_bench(serve, bench, args)
 
 
 def _positive(text: str) -> int:

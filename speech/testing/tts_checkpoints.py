@@ -225,8 +225,13 @@ def _chattts_tokenizer(directory: Path):
     return tokenizer
 
 
-def build_chattts_checkpoint(out: Path, seed: int = 0) -> Path:
-    """A tiny ChatTTS (GPT -> Decoder -> Vocos, plus the DVAE encoder) in ``out``."""
+def build_chattts_checkpoint(out: Path, seed: int = 0, sizes: dict | None = None) -> Path:
+    """A tiny ChatTTS (GPT -> Decoder -> Vocos, plus the DVAE encoder) in ``out``.
+
+    ``sizes``: overrides of ``ChatTTS.config.Config`` (nested dicts) used instead of the tiny
+    sizes, e.g. ``{}`` for the released model's sizes (benchmarks); the text vocabulary size
+    is always this tokenizer's.
+    """
     from ChatTTS.config import Config
     from ChatTTS.model import DVAE, Embed
 
@@ -239,7 +244,11 @@ def build_chattts_checkpoint(out: Path, seed: int = 0) -> Path:
     out = Path(out)
     asset = out / "asset"
     tokenizer = _chattts_tokenizer(asset / "tokenizer")
-    overrides = _chattts_overrides(len(tokenizer))
+    if sizes is None:
+        overrides = _chattts_overrides(len(tokenizer))
+    else:
+        vocab = {"num_text_tokens": len(tokenizer)}
+        overrides = {**sizes, "gpt": {**sizes.get("gpt", {}), **vocab}, "embed": {**sizes.get("embed", {}), **vocab}}
     (out / CHATTTS_CONFIG_FILE).write_text(json.dumps(overrides, indent=2), encoding="utf-8")
     config = apply_overrides(Config(), overrides)
 
