@@ -93,9 +93,9 @@ def probe_batch(batch: pa.Table, max_duration_s: float | None = None) -> pa.Tabl
 class PrepareUnits:
     """Ray Data callable: a window of sorted input rows -> packed units (one row each)."""
 
-    def __init__(self, options: TranscribeOptions):
+    def __init__(self, options: TranscribeOptions, backend: str):
         self.front_end = load_front_end(options.model, options)
-        self.budget = int(options.budget_s * self.front_end.sample_rate)
+        self.budget = int(options.budget_s(backend) * self.front_end.sample_rate)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         items = [self._prepare(row) for row in batch.to_pylist()]
@@ -120,7 +120,7 @@ class PrepareUnits:
         speechless = [i for i in items if i.error is None and not i.windows]  # VAD found no speech
         chunked = [i for i in items if len(i.windows) > 1]
         single = [i for i in items if len(i.windows) == 1]
-        lengths = [i.windows[0].num_samples for i in single]
+        lengths = [self.front_end.batch_cost(i.windows[0]) for i in single]
         units = [_Unit([single[j] for j in batch]) for batch in plan_batches(lengths, self.budget)]
         # A chunked file is one unit (the recognizer batches its chunks), so its
         # chunks are stitched where they are computed, with no shuffle.
@@ -249,7 +249,7 @@ def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
         todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
     )
     if todo.num_rows:
-        _pipeline(options, todo).write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
+        _pipeline(options, plan.backend, todo).write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
     return summarize(options, plan.backend, time.perf_counter() - started)
 
 
@@ -277,11 +277,11 @@ def _sorted_inputs(options: TranscribeOptions, todo: pa.Table) -> ray.data.Datas
     )
 
 
-def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
+def _pipeline(options: TranscribeOptions, backend: str, todo: pa.Table) -> ray.data.Dataset:
     pool = options.pool
     dataset = _sorted_inputs(options, todo).map_batches(
         PrepareUnits,
-        fn_constructor_args=(options,),
+        fn_constructor_args=(options, backend),
         batch_size=options.prepare_window,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
@@ -301,7 +301,7 @@ def _pipeline(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
     # corpus. A budget sized in batches backpressures preparation and keeps memory flat.
     # The dataset's context is its own copy; the process-wide DataContext stays untouched.
     limits = dataset.context.execution_options.resource_limits
-    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=options.object_store_bytes)
+    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=options.object_store_bytes(backend))
     return dataset
 
 

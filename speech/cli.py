@@ -60,7 +60,7 @@ def _add_transcribe(commands) -> None:
     )
     p.add_argument("--config", help="YAML options file, e.g. configs/transcribe.yaml")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default: 10 on CPU, 240 on GPU)")
+    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default: CTC 10 on CPU, 240 on GPU; Whisper 240 / 480)")
     p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
     p.add_argument("--cpus-per-actor", type=float)
     p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")

@@ -15,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 
-#: Default batch budget (seconds of padded audio) by device. On a CPU big batches
-#: only hurt (cache, quadratic attention: see docs); a GPU wants them large.
-CPU_BATCH_SECONDS = 10.0
-GPU_BATCH_SECONDS = 240.0
+#: Default batch budget (seconds of padded audio per model call) by backend: (CPU, GPU).
+#: A CTC model's cost follows the audio, and on a CPU big batches only add cache misses and
+#: quadratic attention (docs/benchmarks.md); a GPU wants them large. Every Whisper window costs
+#: a 30 s encoder pass whatever it holds, so its budget counts 30 s windows, and its decoder's
+#: small steps gain from batching even on a CPU (8 windows ran 1.6x faster than 1, see docs).
+DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (240.0, 480.0)}
 
 
 class OptionsError(ValueError):
@@ -68,7 +70,7 @@ class TranscribeOptions(_Options):
     overwrite: bool = False  # start fresh instead of resuming into an existing output
 
     # Batching: the budget is padded audio seconds per model call.
-    batch_seconds: float | None = Field(None, gt=0)  # None: by device, see CPU/GPU_BATCH_SECONDS
+    batch_seconds: float | None = Field(None, gt=0)  # None: by backend and device, DEFAULT_BATCH_SECONDS
     # Models that take no attention mask change their output when padded; with this on,
     # they only ever see batches of equal-length inputs.
     strict_padding: bool = True
@@ -146,23 +148,24 @@ class TranscribeOptions(_Options):
     def stride_s(self) -> float:
         return self.chunk_length_s / 6 if self.stride_length_s is None else self.stride_length_s
 
-    @property
-    def budget_s(self) -> float:
+    def budget_s(self, backend: str) -> float:
+        """Padded audio seconds per model call: ``batch_seconds``, else the default of
+        ``backend`` (``"ctc"`` or ``"whisper"``) on this job's device."""
         if self.batch_seconds is not None:
             return self.batch_seconds
-        return GPU_BATCH_SECONDS if self.gpus_per_actor > 0 else CPU_BATCH_SECONDS
+        cpu, gpu = DEFAULT_BATCH_SECONDS[backend]
+        return gpu if self.gpus_per_actor > 0 else cpu
 
     @property
     def pool(self) -> ActorPool:
         return self.actors if isinstance(self.actors, ActorPool) else ActorPool(min=self.actors, max=self.actors)
 
-    @property
-    def object_store_bytes(self) -> int:
+    def object_store_bytes(self, backend: str) -> int:
         """The Ray Data object-store budget of the job in bytes (see ``object_store_mb``)."""
         if self.object_store_mb is not None:
             return int(self.object_store_mb * 2**20)
         # A full batch is budget_s of float32 audio (or features of similar size) at 16 kHz.
-        batch_bytes = self.budget_s * 16_000 * 4
+        batch_bytes = self.budget_s(backend) * 16_000 * 4
         return int(max(128 * 2**20, 16 * batch_bytes * self.pool.max))
 
 

@@ -176,7 +176,7 @@ def job_transcripts(models, tmp_path_factory) -> dict[str, dict[str, str]]:
                                     model=str(models[name]), cpus_per_actor=0.5, **_server_options("asr"))
         table = probe_batch(resolve_inputs(options.inputs))
         recognize = RecognizeUnits(options)
-        rows = pa.concat_tables([recognize(unit) for unit in PrepareUnits(options)(table)]).to_pylist()
+        rows = pa.concat_tables([recognize(unit) for unit in PrepareUnits(options, "ctc")(table)]).to_pylist()
         assert all(r["error"] is None for r in rows)
         out[name] = {_key(Path(r["path"])): r["text"] for r in rows}
     return out

@@ -186,15 +186,15 @@ def test_large_corpus_path_and_object_store_cap_change_no_row(ray_local, checkpo
     model = checkpoints["ctc-xlsr"]
     capped = TranscribeOptions(inputs=[str(p) for p in inputs], output=str(tmp_path / "capped"), model=str(model),
                                object_store_mb=1, batch_seconds=2, torch_threads=1)
-    assert capped.object_store_bytes == 2**20
-    assert TranscribeOptions(inputs=["x"], output="o", model="m").object_store_bytes == 128 * 2**20
-    assert TranscribeOptions(inputs=["x"], output="o", model="m", actors=16, batch_seconds=120).object_store_bytes == (
-        16 * 120 * 16_000 * 4 * 16
-    )
+    assert capped.object_store_bytes("ctc") == 2**20
+    assert TranscribeOptions(inputs=["x"], output="o", model="m").object_store_bytes("ctc") == 128 * 2**20
+    assert TranscribeOptions(inputs=["x"], output="o", model="m", actors=16, batch_seconds=120).object_store_bytes(
+        "ctc"
+    ) == 16 * 120 * 16_000 * 4 * 16
     want = _run(tmp_path / "driver-sorted", inputs, model, batch_seconds=2, torch_threads=1).sort_index()
     monkeypatch.setattr(transcribe, "_DRIVER_PROBE_ROWS", 0)
     todo = transcribe.check(capped).todo
-    assert transcribe._pipeline(capped, todo).context.execution_options.resource_limits.object_store_memory == 2**20
+    assert transcribe._pipeline(capped, "ctc", todo).context.execution_options.resource_limits.object_store_memory == 2**20
     transcribe.run(capped)
     got = transcribe.read_output(capped.output).to_pandas().set_index("id").sort_index()
     assert len(got) == len(want) == len(bad) + 1 + 10

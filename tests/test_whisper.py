@@ -284,6 +284,23 @@ def test_registry_and_options(model, checkpoints):
         detect_backend(ctc, TranscribeOptions(inputs=["x"], output="y", model=ctc, task="translate"))
 
 
+def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
+    # Every window costs the encoder 30 s, so the job's units count windows, not audio: with
+    # the CPU default (240 s) 20 short files make units of 8, 8 and 4 windows, and the
+    # recognizer runs each unit as one generate call.
+    options = TranscribeOptions(inputs=["x"], output="y", model=model)
+    prepare = transcribe.PrepareUnits(options, "whisper")
+    assert prepare.budget == 8 * prepare.front_end.window_samples
+    audio = list(clips.values())
+    items = [
+        transcribe._Item(f"f{k}", "", None, None, windows=prepare.front_end.windows(audio[k % len(audio)]))
+        for k in range(20)
+    ]
+    assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 8, 8]
+    assert load_recognizer(model, options, "cpu").batch_size == 8
+    assert options.budget_s("ctc") == 10.0  # a CTC model's batches count audio: 10 s on a CPU
+
+
 def test_cli_refuses_options_the_model_cannot_honour(model, checkpoints, tmp_path, capsys):
     base = ["transcribe", str(SAMPLES), "-o", str(tmp_path / "out")]
     assert cli_main(base + ["--model", model, "--language", "klingon"]) == 2

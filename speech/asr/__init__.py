@@ -45,7 +45,7 @@ def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Reco
         model,
         device=device,
         dtype=options.dtype,
-        batch_seconds=options.budget_s,
+        batch_seconds=options.budget_s("ctc"),
         strict_padding=options.strict_padding,
     )
 
@@ -68,7 +68,7 @@ def _whisper_recognizer(model: str, options: TranscribeOptions, device: str) -> 
         model,
         device=device,
         dtype=options.dtype,
-        batch_seconds=options.budget_s,
+        batch_seconds=options.budget_s("whisper"),
         language=options.language,
         task=options.task,
         timestamps=options.timestamps,

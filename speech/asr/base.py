@@ -58,6 +58,11 @@ class FrontEnd(Protocol):
         """``audio``: mono float32 ``[num_samples]`` at ``sample_rate``."""
         ...
 
+    def batch_cost(self, window: Window) -> int:
+        """Samples of audio the network computes on for ``window`` in a batch, before padding
+        to its batch-mates (what the batch budget counts)."""
+        ...
+
 
 class Recognizer(Protocol):
     """Network half: windows -> transcripts."""

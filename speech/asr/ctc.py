@@ -43,6 +43,10 @@ class CtcFrontEnd:
 
             self.vad = SileroVad()
 
+    def batch_cost(self, window: Window) -> int:
+        """The window's own length: a CTC network runs on the audio it is given."""
+        return window.num_samples
+
     def windows(self, audio: np.ndarray) -> list[Window]:
         """``audio``: mono float32 ``[n]`` at ``sample_rate`` -> windows.
 

@@ -60,6 +60,10 @@ class WhisperFrontEnd:
 
             self.vad = SileroVad()
 
+    def batch_cost(self, window: Window) -> int:
+        """30 s whatever the window holds: the encoder always runs on features padded to 30 s."""
+        return self.window_samples
+
     def windows(self, audio: np.ndarray) -> list[Window]:
         """``audio``: mono float32 ``[n]`` at ``sample_rate`` -> windows in file order.
 
