@@ -51,9 +51,11 @@ class Job:
     # Whisper (speech.bench.whisper): what makes every system do the same decoding work.
     transcribe_options: dict = field(default_factory=dict)  # extra TranscribeOptions of our job
     generate_kwargs: dict = field(default_factory=dict)  # the pipelines' generate_kwargs
-    runtime_env: dict = field(default_factory=dict)  # our job's Ray runtime_env (a token counter)
     max_new_tokens: int | None = None  # tokens per 30 s window for the Whisper-only systems
     ct2_model: str = ""  # the model converted for CTranslate2 (faster-whisper)
+
+
+TEXTS_FILE = "texts.json"
 
 
 def run_system(job: Job, timeout_s: float = 7200, module: str = "speech.bench.systems") -> dict:
@@ -145,7 +147,7 @@ def ours(job: Job) -> dict:
     )
     plan = transcribe.check(options)
     # "local": a Ray of our own even when `ray start` left a cluster on this machine.
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, runtime_env=job.runtime_env or None)
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
     try:
         ray_started = time.perf_counter()
         summary = transcribe.run(options, plan)
@@ -161,7 +163,7 @@ def ours(job: Job) -> dict:
         "startup_s": ray_started - started,
         "pipeline_s": summary.wall_seconds,
         "padding_efficiency": summary.padding_efficiency,
-        "batch_seconds": options.budget_s,
+        "batch_seconds": options.budget_s(plan.backend),
     }
 
 
@@ -267,7 +269,7 @@ def profile(job: Job) -> dict:
     order = sorted(range(len(paths)), key=lambda i: durations[i])
     audio = {i: timed("read + decode + resample", decode, paths[i], rate) for i in order}
     windows = {i: timed("features + chunking", front_end.windows, audio[i]) for i in order}
-    budget = int(options.budget_s * rate)
+    budget = int(options.budget_s("ctc") * rate)
     batches = plan_batches([sum(w.num_samples for w in windows[i]) for i in order], budget)
     rows = []
     for batch in batches:
@@ -350,7 +352,13 @@ def _pipeline_figures(job: Job, texts: list[str], rate: int, started: float, loa
                "padding_efficiency": _padding_efficiency(lengths, batches)}
     if job.generate_kwargs:
         figures["tokens"] = model.generated_tokens[0]
+        write_texts(job, texts)
     return figures
+
+
+def write_texts(job: Job, texts: list[str]) -> None:
+    """A Whisper run's transcripts, in manifest order, as ``WORK_DIR/texts.json`` (compared by the report)."""
+    (Path(job.work_dir) / TEXTS_FILE).write_text(json.dumps([text.strip() for text in texts]))
 
 
 def _padding_efficiency(lengths: list[int], batches: list[list[int]]) -> float:
