@@ -10,12 +10,13 @@ The same weights converted by CTranslate2's Transformers converter run faster-wh
 
 Equal work: a random decoder rarely ends its output, so every system generates greedily, English,
 task transcribe, no timestamps, at most :data:`MAX_NEW_TOKENS` tokens per 30 s window; each
-system counts the tokens it generated (end-of-text excluded) and the report shows the counts.
+peer counts the tokens it generated (end-of-text excluded), our job's transcripts are compared
+with the naive pipeline's, and the report shows the counts.
 
 Systems added to :mod:`speech.bench.systems`' (``naive`` and ``unsorted`` run from there with this
 module's options, see :func:`job_options`):
 
-* ``whisper_ours``: our job (``speech.bench.systems.ours``), counting the tokens it generates;
+* ``whisper_ours``: our job (``speech.bench.systems.ours``), untouched, its transcripts kept;
 * ``faster_whisper``: faster-whisper's ``BatchedInferencePipeline`` on the converted weights;
 * ``whisper_ceiling``: encoder + greedy ``generate`` on pre-computed log-mel features, no I/O.
 """
