@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from speech.bench.corpus import CorpusSpec, build_corpus, repeat_manifest
-from speech.bench.report import load_average, machine
+from speech.bench.report import count_parameters, load_average, machine, machine_line
 from speech.bench.systems import TEXTS_FILE, Job, run_system
 
 #: Systems timed against each other (run round-robin when repeated).
@@ -151,7 +151,7 @@ def _report(bench: AsrBench, model, corpus, results: dict, load_before: dict, se
         "machine": {**machine(), "load_before": load_before, "load_after": load_average()},
         "settings": {
             "model": str(model),
-            "model_parameters": _parameters(Path(model)),
+            "model_parameters": count_parameters(model),
             "torch_threads": bench.threads,
             "unsorted_batch_size": Job.batch_size,
             "memory_scale": bench.memory_scale,
@@ -214,7 +214,7 @@ def format_table(report: dict) -> str:
         return _format_whisper(report)
     scale = report["settings"]["memory_scale"]
     lines = [
-        f"| system | RTFx | x ours | padding eff. | peak RSS MiB | peak PSS MiB | wall s | start-up s |",
+        "| system | RTFx | x ours | padding eff. | peak RSS MiB | peak PSS MiB | wall s | start-up s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, figures in report["systems"].items():
@@ -238,27 +238,9 @@ def format_table(report: dict) -> str:
         f"Model: {s['model_parameters'] / 1e6:.1f}M parameters ({Path(s['model']).name}); "
         f"corpus: {corpus['files']} files, {corpus['audio_s']:.0f} s of audio "
         f"(mean {corpus['mean_s']:.1f} s, {corpus['min_s']:.1f}-{corpus['max_s']:.1f} s); torch threads: {s['torch_threads']}.",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
-        f"{m['load_before']['1min']:.2f} before, {m['load_after']['1min']:.2f} after; {m['python']}, torch {m['torch']}, "
-        f"transformers {m['transformers']}, ray {m['ray']}.",
+        machine_line(m),
     ]
     return "\n".join(lines)
-
-
-def _parameters(model: Path) -> int:
-    """Parameter count from the safetensors headers (no weights loaded)."""
-    from safetensors import safe_open
-
-    total = 0
-    for file in sorted(model.glob("*.safetensors")):
-        with safe_open(str(file), framework="numpy") as f:
-            for key in f.keys():
-                shape = f.get_slice(key).get_shape()
-                count = 1
-                for dim in shape:
-                    count *= dim
-                total += count
-    return total
 
 
 # ---------------------------------------------------------------- Whisper
@@ -312,7 +294,7 @@ def _report_whisper(bench: AsrBench, model: Path, ct2: Path, corpus, systems: di
         "settings": {
             "model": str(model),
             "ct2_model": str(ct2),
-            "model_parameters": _parameters(Path(model)),
+            "model_parameters": count_parameters(model),
             "max_new_tokens": bench.max_new_tokens,
             "decoding": "greedy, language en, task transcribe, no timestamps",
             "torch_threads": bench.threads,
@@ -374,8 +356,6 @@ def _format_whisper(report: dict) -> str:
         f"Model: {s['model_parameters'] / 1e6:.1f}M parameters ({Path(s['model']).name}); "
         f"corpus: {corpus['files']} files, {corpus['audio_s']:.0f} s of audio "
         f"(mean {corpus['mean_s']:.1f} s, {corpus['min_s']:.1f}-{corpus['max_s']:.1f} s); threads: {s['torch_threads']}.",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
-        f"{m['load_before']['1min']:.2f} before, {m['load_after']['1min']:.2f} after; {m['python']}, torch {m['torch']}, "
-        f"transformers {m['transformers']}, ray {m['ray']}.",
+        machine_line(m),
     ]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import sys
+import math
 from pathlib import Path
 
 
@@ -45,3 +46,33 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "ray": ray.__version__,
     }
+
+
+def machine_line(m: dict) -> str:
+    """One line of a printed report: ``m`` (:func:`machine` plus ``load_before``/``load_after``)."""
+    return (
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
+        f"{m['load_before']['1min']:.2f} before, {m['load_after']['1min']:.2f} after; {m['python']}, torch {m['torch']}, "
+        f"transformers {m['transformers']}, ray {m['ray']}."
+    )
+
+
+def count_parameters(model: str | Path) -> int:
+    """Parameters of a checkpoint directory, read from its files: the tensor shapes in every
+    ``*.safetensors`` header (no weights loaded) plus every tensor of its ``*.pth`` files."""
+    import torch
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(model).rglob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    for file in sorted(Path(model).glob("*.pth")):
+        total += _numel(torch.load(file, map_location="cpu", weights_only=True))
+    return total
+
+
+def _numel(tree) -> int:
+    if isinstance(tree, dict):
+        return sum(_numel(v) for v in tree.values())
+    return tree.numel()

@@ -42,7 +42,7 @@ import yaml
 from speech.bench.asr import FULL_FILES, QUICK_FILES
 from speech.bench.corpus import Corpus, CorpusSpec, build_corpus
 from speech.bench.memory import TreeMemory
-from speech.bench.report import load_average, machine
+from speech.bench.report import load_average, machine, machine_line
 from speech.bench.systems import BenchError
 
 #: Load of a full run: each file of the 120-file corpus once (736 s of audio) per setting.
@@ -372,8 +372,6 @@ def format_table(report: dict) -> str:
         f"Model: {Path(s['model']).name}; corpus: {corpus['files']} files, {corpus['audio_s']:.0f} s of audio, "
         f"cycled; {s['warmup_requests']} warm-up requests per setting; torch threads: {s['torch_threads']}; "
         "one replica per deployment.",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
-        f"{m['load_before']['1min']:.2f} before, {m['load_after']['1min']:.2f} after; {m['python']}, torch {m['torch']}, "
-        f"transformers {m['transformers']}, ray {m['ray']}.",
+        machine_line(m),
     ]
     return "\n".join(lines)

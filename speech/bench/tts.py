@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.bench.report import load_average, machine
+from speech.bench.report import count_parameters, load_average, machine, machine_line
 from speech.bench.systems import BenchError, run_system
 from speech.bench.tts_systems import TtsJob
 
@@ -231,7 +231,7 @@ def _report(bench: TtsBench, model: Path, corpus: dict, options: dict, results: 
         "settings": {
             "backend": bench.backend,
             "model": str(model),
-            "model_parameters": _parameters(model),
+            "model_parameters": count_parameters(model),
             "torch_threads": bench.threads,
             "options": {k: v for k, v in options.items() if k != "model"},
             "corpus": {k: v for k, v in corpus.items() if k != "path"},
@@ -281,28 +281,6 @@ def format_table(report: dict) -> str:
         f"Backend: {s['backend']}, {s['model_parameters'] / 1e6:.1f}M parameters ({Path(s['model']).name}); options "
         f"{json.dumps(s['options'])}; corpus: {corpus['rows']} rows, {corpus['characters']} characters, "
         f"{corpus['words_mean']:.1f} words per row ({corpus['words_min']}-{corpus['words_max']}); torch threads: {s['torch_threads']}.",
-        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.0f} GiB; load average "
-        f"{m['load_before']['1min']:.2f} before, {m['load_after']['1min']:.2f} after; {m['python']}, torch {m['torch']}, "
-        f"transformers {m['transformers']}, ray {m['ray']}.",
+        machine_line(m),
     ]
     return "\n".join(lines)
-
-
-def _parameters(model: Path) -> int:
-    """Parameters in the checkpoint's ``*.safetensors`` and ``*.pth`` files, read from the files."""
-    import torch
-    from safetensors import safe_open
-
-    total = 0
-    for file in sorted(Path(model).rglob("*.safetensors")):
-        with safe_open(str(file), framework="pt") as f:
-            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
-    for file in sorted(Path(model).glob("*.pth")):
-        total += _numel(torch.load(file, map_location="cpu", weights_only=True))
-    return total
-
-
-def _numel(tree) -> int:
-    if isinstance(tree, dict):
-        return sum(_numel(v) for v in tree.values())
-    return tree.numel()
