@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 from pathlib import Path
 
@@ -32,3 +35,15 @@ def ray_local():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def run_bench(out: Path, *args: str) -> tuple[dict, str]:
+    """``speech bench ARGS --json --cache --work`` in this process, writing under ``out``:
+    ``(report from the JSON file, printed table)``; the command must exit 0."""
+    from speech.cli import main
+
+    path = out / "bench.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["bench", *args, "--json", str(path), "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]) == 0
+    return json.loads(path.read_text()), printed.getvalue()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -14,7 +12,7 @@ import pytest
 from speech.bench.corpus import CorpusSpec, build_corpus, durations, repeat_manifest
 from speech.bench.memory import TreeMemory
 from speech.cli import main
-from conftest import FIXTURES_DIR
+from conftest import FIXTURES_DIR, run_bench
 
 SYSTEMS = ("ours", "naive", "unsorted", "ceiling", "ours_10x")
 SCALE = 3  # memory run multiple, small to keep the test fast
@@ -57,13 +55,7 @@ def test_tree_memory_counts_grandchildren():
 def quick_report(tmp_path_factory):
     """``(report, printed table)`` of one quick run, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench")
-    path = out / "bench.json"
-    argv = ["bench", "asr", "--quick", "--files", "4", "--memory-scale", str(SCALE), "--json", str(path),
-            "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(argv) == 0
-    return json.loads(path.read_text()), printed.getvalue()
+    return run_bench(out, "asr", "--quick", "--files", "4", "--memory-scale", str(SCALE))
 
 
 def test_quick_report_has_every_figure(quick_report):

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-
 import psutil
 import pytest
 
@@ -13,7 +9,7 @@ from speech.bench.asr import QUICK_FILES
 from speech.bench.corpus import CorpusSpec, build_corpus
 from speech.bench.serve import QUICK_CONCURRENCY, QUICK_REQUESTS
 from speech.cli import main
-from conftest import FIXTURES_DIR
+from conftest import FIXTURES_DIR, run_bench
 
 SETTINGS = ("on", "off")
 
@@ -22,12 +18,7 @@ SETTINGS = ("on", "off")
 def quick_report(tmp_path_factory):
     """``(report, printed table)`` of one quick run with the CLI's defaults, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench-serve")
-    path = out / "serve.json"
-    argv = ["bench", "serve", "--quick", "--json", str(path), "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(argv) == 0
-    return json.loads(path.read_text()), printed.getvalue()
+    return run_bench(out, "serve", "--quick")
 
 
 def test_every_request_is_answered_and_every_figure_is_positive(quick_report):

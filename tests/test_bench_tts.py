@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import pytest
 
 from speech.bench.tts import write_corpus
 from speech.cli import main
-from conftest import FIXTURES_DIR
+from conftest import FIXTURES_DIR, run_bench
 
 SYSTEMS = ("ours", "loop", "ceiling")
 ROWS = 4
@@ -37,13 +35,7 @@ def test_corpus_is_seeded_log_normal_and_sayable(tmp_path):
 def quick_report(tmp_path_factory):
     """``(report, printed table)`` of one quick ChatTTS run, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench-tts")
-    path = out / "bench.json"
-    argv = ["bench", "tts", "--quick", "--utterances", str(ROWS), "--json", str(path),
-            "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(argv) == 0
-    return json.loads(path.read_text()), printed.getvalue()
+    return run_bench(out, "tts", "--quick", "--utterances", str(ROWS))
 
 
 def test_quick_report_has_every_figure(quick_report):

@@ -7,14 +7,9 @@ weights, so the same work).
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-
 import pytest
 
-from speech.cli import main
-from conftest import FIXTURES_DIR
+from conftest import run_bench
 
 SYSTEMS = ("ours", "naive", "unsorted", "faster_whisper", "ceiling")
 
@@ -23,13 +18,7 @@ SYSTEMS = ("ours", "naive", "unsorted", "faster_whisper", "ceiling")
 def quick_report(tmp_path_factory):
     """``(report, printed table)`` of one quick Whisper run, shared by the tests below."""
     out = tmp_path_factory.mktemp("bench-whisper")
-    path = out / "bench.json"
-    argv = ["bench", "asr", "--backend", "whisper", "--quick", "--files", "3", "--json", str(path),
-            "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        assert main(argv) == 0
-    return json.loads(path.read_text()), printed.getvalue()
+    return run_bench(out, "asr", "--backend", "whisper", "--quick", "--files", "3")
 
 
 def test_every_system_reports_positive_figures(quick_report):
