@@ -32,7 +32,9 @@ def ray_local():
     """A local Ray for the whole session (starting one takes seconds)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # address="local": always a Ray of this session's own, never a cluster that `ray start`
+    # left running on the machine (another checkout's tests, tests/test_cluster.py).
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
