@@ -21,6 +21,8 @@ Dtype = Literal["float32", "float16", "bfloat16"]
 #: a 30 s encoder pass whatever it holds, so its budget counts 30 s windows, and its decoder's
 #: small steps gain from batching even on a CPU (8 windows ran 1.6x faster than 1, see docs).
 DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (240.0, 480.0)}
+#: Embedding runs the network of a CTC model without its output layer: the same costs.
+DEFAULT_BATCH_SECONDS["embed"] = DEFAULT_BATCH_SECONDS["ctc"]
 
 
 class OptionsError(ValueError):
@@ -52,7 +54,7 @@ class Faults(_Options):
     poison_ids: list[str] = Field(default_factory=list)  # model calls holding these ids raise
 
 
-#: TranscribeOptions fields that affect where and how fast a job runs, not its rows.
+#: Fields of the corpus-job options that affect where and how fast a job runs, not its rows.
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
     "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
@@ -60,8 +62,9 @@ _RUNTIME_ONLY = {
 }
 
 
-class TranscribeOptions(_Options):
-    """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example."""
+class AudioJobOptions(_Options):
+    """What every job on the audio corpus spine shares (``speech transcribe``, ``speech embed``):
+    inputs and output, batching, the model actors, preparation and chunking."""
 
     inputs: list[str] = Field(min_length=1)  # directories, globs, URLs or manifest files
     output: str  # output directory (local path or fsspec URL)
@@ -94,23 +97,11 @@ class TranscribeOptions(_Options):
     # output waits in memory; None: 16 full batches per model actor, at least 128 MiB.
     object_store_mb: float | None = Field(None, gt=0)
 
-    # Long inputs are cut into overlapping chunks and stitched at the logits.
+    # Long inputs are cut into overlapping chunks and stitched at the model's output frames.
     chunk_length_s: float = Field(30.0, gt=0)
     stride_length_s: float | None = Field(None, ge=0)  # None: chunk_length_s / 6 each side
 
-    # A row's manifest language wins, then this one; None (or "auto") lets Whisper detect
-    # each file's language from its first window. CTC models only record it.
-    language: str | None = None
-
-    # Sequence models (Whisper); CTC models refuse translate.
-    task: Literal["transcribe", "translate"] = "transcribe"  # translate: English text
-    timestamps: Literal["none", "segment", "word"] = "segment"  # word: alignment-head timings
-    # Silero VAD: Whisper packs speech into 30 s windows; CTC skips silence and splits
-    # long speech at pauses instead of fixed overlapping chunks.
-    vad: bool = False
-    max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
-
-    # Longer files get an error row instead of a transcript (None: no limit). A guard
+    # Longer files get an error row instead of a result (None: no limit). A guard
     # against absurd inputs; without it, long files are chunked and streamed through.
     max_duration_s: float | None = Field(None, gt=0)
 
@@ -124,13 +115,8 @@ class TranscribeOptions(_Options):
         """
         return self.model_dump(mode="json", exclude=_RUNTIME_ONLY)
 
-    @field_validator("language")
-    @classmethod
-    def _auto_is_none(cls, value: str | None) -> str | None:
-        return None if value is None or value.strip().lower() in ("", "auto") else value.strip()
-
     @model_validator(mode="after")
-    def _consistent(self) -> "TranscribeOptions":
+    def _consistent(self) -> "AudioJobOptions":
         if self.dtype == "float16" and self.gpus_per_actor == 0:
             raise ValueError("dtype float16 needs a GPU (gpus_per_actor > 0); use float32 or bfloat16 on CPU")
         for name, amount in self.resources_per_actor.items():
@@ -150,7 +136,7 @@ class TranscribeOptions(_Options):
 
     def budget_s(self, backend: str) -> float:
         """Padded audio seconds per model call: ``batch_seconds``, else the default of
-        ``backend`` (``"ctc"`` or ``"whisper"``) on this job's device."""
+        ``backend`` (a key of ``DEFAULT_BATCH_SECONDS``) on this job's device."""
         if self.batch_seconds is not None:
             return self.batch_seconds
         cpu, gpu = DEFAULT_BATCH_SECONDS[backend]
@@ -167,6 +153,73 @@ class TranscribeOptions(_Options):
         # A full batch is budget_s of float32 audio (or features of similar size) at 16 kHz.
         batch_bytes = self.budget_s(backend) * 16_000 * 4
         return int(max(128 * 2**20, 16 * batch_bytes * self.pool.max))
+
+
+class TranscribeOptions(AudioJobOptions):
+    """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example."""
+
+    # A row's manifest language wins, then this one; None (or "auto") lets Whisper detect
+    # each file's language from its first window. CTC models only record it.
+    language: str | None = None
+
+    # Sequence models (Whisper); CTC models refuse translate.
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: English text
+    timestamps: Literal["none", "segment", "word"] = "segment"  # word: alignment-head timings
+    # Silero VAD: Whisper packs speech into 30 s windows; CTC skips silence and splits
+    # long speech at pauses instead of fixed overlapping chunks.
+    vad: bool = False
+    max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
+
+    @field_validator("language")
+    @classmethod
+    def _auto_is_none(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip().lower() in ("", "auto") else value.strip()
+
+
+class EmbedOptions(AudioJobOptions):
+    """Options of ``speech embed``; see configs/embed.yaml for a commented example."""
+
+    # Which hidden state: N is transformers' ``hidden_states[N]`` (0: the transformer's input,
+    # num_hidden_layers: its last layer; negative counts from the end), "all": every one.
+    layer: int | Literal["all"] = -1
+    # mean: one vector per file, averaged over its real frames (padding and chunk overlap
+    # excluded); none: every frame's vector, at the model's frame rate.
+    pooling: Literal["mean", "none"] = "mean"  # the --pool flag ("pool" names the actor pool)
+
+
+#: FinetuneOptions fields that affect where and how fast training runs, not the model it makes.
+#: ``epochs`` is among them so that a finished run can be continued with more epochs.
+_TRAIN_RUNTIME_ONLY = {"output", "address", "overwrite", "epochs", "workers", "cpus_per_worker", "gpus_per_worker", "torch_threads"}
+
+
+class FinetuneOptions(_Options):
+    """Options of ``speech finetune``; see configs/finetune.yaml for a commented example."""
+
+    train: str  # manifest (.jsonl/.csv/.parquet) with 'path' and 'text' columns
+    output: str  # output directory: checkpoints, _summary.json, final/
+    model: str  # hub id or local directory of a CTC checkpoint (AutoModelForCTC) with its processor
+    eval: str | None = None  # manifest scored (CER, WER) after every epoch; None: no evaluation
+    address: str | None = None  # Ray cluster address; None starts a local Ray
+    overwrite: bool = False  # start fresh instead of resuming from OUTPUT's last checkpoint
+
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-4, gt=0)  # AdamW learning rate, constant
+    weight_decay: float = Field(0.0, ge=0)
+    batch_seconds: float = Field(60.0, gt=0)  # padded audio seconds per batch and worker
+    freeze_feature_encoder: bool = False  # keep the convolutional feature encoder's weights
+    extend_vocab: bool = False  # add characters the tokenizer lacks (and rows to the output layer)
+    max_duration_s: float | None = Field(30.0, gt=0)  # longer files are left out (None: no limit)
+    seed: int = Field(0, ge=0)  # batch order and new output rows
+
+    # Ray Train workers: one model replica each, gradients averaged (DDP).
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)  # > 0: train on GPUs (NCCL), else CPUs (gloo)
+    torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_worker rounded up
+
+    def result_options(self) -> dict:
+        """The options that decide the trained model; a resumed run must agree on them."""
+        return self.model_dump(mode="json", exclude=_TRAIN_RUNTIME_ONLY)
 
 
 class SynthesizeOptions(_Options):

@@ -20,7 +20,7 @@ from speech.asr.base import Transcript, Window
 from speech.batching import chunk_spans, pad, plan_batches
 from speech.schema import Word
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class CtcFrontEnd:
@@ -106,7 +106,7 @@ class CtcRecognizer:
         strict_padding: bool = True,
     ):
         self.device = torch.device(device)
-        self.dtype = _DTYPES[dtype]
+        self.dtype = TORCH_DTYPES[dtype]
         self.model = AutoModelForCTC.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         feature_extractor = AutoFeatureExtractor.from_pretrained(model)
@@ -197,10 +197,10 @@ class CtcRecognizer:
     def _stitch(self, parts: list[_Alignment], windows: list[Window]) -> _Alignment:
         """Join one utterance's window outputs into one path on the utterance's timeline.
 
-        Overlapping chunks: the frames of each chunk's strides are dropped, converted from
-        samples to frames with the rounding of transformers' ``rescale_stride``, so chunked
-        output matches its pipeline. Speech spans (VAD): a word delimiter is put between
-        spans, since a pause ends a word and CTC must not merge tokens across it.
+        Overlapping chunks: the frames of each chunk's strides are dropped
+        (:meth:`Window.kept_frames`), so chunked output matches transformers' pipeline. Speech
+        spans (VAD): a word delimiter is put between spans, since a pause ends a word and CTC
+        must not merge tokens across it.
         """
         if not parts:  # VAD found no speech
             return _Alignment(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0))
@@ -209,17 +209,15 @@ class CtcRecognizer:
         delimiter = self.tokenizer.convert_tokens_to_ids(self.tokenizer.word_delimiter_token)
         ids, probs, times = [], [], []
         for i, (part, window) in enumerate(zip(parts, windows)):
-            total = int(round(window.num_samples / self.ratio))
-            left = int(round(window.left / window.num_samples * total))
-            right = int(round(window.right / window.num_samples * total))
+            kept = window.kept_frames(self.ratio)
             start = window.offset / self.sample_rate
             if i and window.left == 0:  # a gap between speech spans
                 ids.append(np.array([delimiter]))
                 probs.append(np.ones(1, np.float32))
                 times.append(np.array([start]))
-            ids.append(part.ids[left : total - right])
-            probs.append(part.probs[left : total - right])
-            times.append(start + part.times[left : total - right])
+            ids.append(part.ids[kept])
+            probs.append(part.probs[kept])
+            times.append(start + part.times[kept])
         return _Alignment(np.concatenate(ids), np.concatenate(probs), np.concatenate(times))
 
 
