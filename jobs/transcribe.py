@@ -293,7 +293,8 @@ def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset
     )
 
 
-def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task) -> ray.data.Dataset:
+def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task | None = None) -> ray.data.Dataset:
+    task = task or TRANSCRIBE
     pool = options.pool
     dataset = _sorted_inputs(options, todo).map_batches(
         PrepareUnits,
