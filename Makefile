@@ -9,6 +9,8 @@ setup: .venv/.installed
 .venv/.installed: pyproject.toml
 	# torchcodec (audio in Hugging Face datasets) needs FFmpeg's shared libraries.
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null)
+	# The fine-tuning tests speak their training words with espeak-ng.
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
 	python3.11 -m venv .venv
 	# pip reads this machine's local wheel copies; torch 2.14.1 comes from there.
 	.venv/bin/pip install -q -e '.[test]'

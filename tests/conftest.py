@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,32 @@ def run_bench(out: Path, *args: str) -> tuple[dict, str]:
     with contextlib.redirect_stdout(printed):
         assert main(["bench", *args, "--json", str(path), "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]) == 0
     return json.loads(path.read_text()), printed.getvalue()
+
+
+def kill_session(pid: int) -> None:
+    """SIGKILL a driver started with ``start_new_session=True``, then every process of the
+    session it led (its local Ray: gcs, raylet, workers, agents), and nothing else."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        left = [p for p in _session_pids(pid) if p != pid]
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not left:
+            return
+        time.sleep(0.5)
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return pids
