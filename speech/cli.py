@@ -60,15 +60,11 @@ def _add_transcribe(commands) -> None:
     p.add_argument(
         "--model", help="hub id or local checkpoint directory (any AutoModelForCTC or WhisperForConditionalGeneration)"
     )
-    p.add_argument("--config", help="YAML options file, e.g. configs/transcribe.yaml")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default: CTC 10 on CPU, 240 on GPU; Whisper 240 / 480)")
-    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
-    p.add_argument("--cpus-per-actor", type=float)
-    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
-    p.add_argument("--dtype", help="float32 | float16 | bfloat16 (float16 needs a GPU)")
-    p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
-    p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
+    _audio_job_flags(
+        p, "transcribe",
+        batch_seconds="padded audio seconds per model call (default: CTC 10 on CPU, 240 on GPU; Whisper 240 / 480)",
+        dtype="float32 | float16 | bfloat16 (float16 needs a GPU)",
+    )
     p.add_argument(
         "--language",
         help="language of rows whose manifest gives none; 'auto' (default): Whisper detects it per file",
@@ -81,12 +77,25 @@ def _add_transcribe(commands) -> None:
         "--vad", action="store_true", default=None, help="Whisper: transcribe only speech found by Silero VAD"
     )
     p.add_argument("--max-new-tokens", type=int, help="Whisper: bound on tokens per 30 s window")
+    p.set_defaults(handler=_transcribe)
+
+
+def _audio_job_flags(p: argparse.ArgumentParser, command: str, *, batch_seconds: str, dtype: str) -> None:
+    """The flags of the jobs on the audio corpus spine (transcribe, embed): AudioJobOptions fields."""
+    p.add_argument("--config", help=f"YAML options file, e.g. configs/{command}.yaml")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--batch-seconds", type=float, help=batch_seconds)
+    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
+    p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
+    p.add_argument("--dtype", help=dtype)
+    p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
+    p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
     p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
     p.add_argument(
         "--overwrite", action="store_true", default=None,
         help="start fresh; by default a rerun into OUTPUT resumes, skipping ids already written",
     )
-    p.set_defaults(handler=_transcribe)
 
 
 def _add_embed(commands) -> None:
@@ -109,19 +118,10 @@ def _add_embed(commands) -> None:
         "--pool", dest="pooling", choices=("mean", "none"),
         help="mean (default): one vector per file over its real frames; none: one vector per frame",
     )
-    p.add_argument("--config", help="YAML options file, e.g. configs/embed.yaml")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default 10 on CPU, 240 on GPU)")
-    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
-    p.add_argument("--cpus-per-actor", type=float)
-    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
-    p.add_argument("--dtype", help="float32 | float16 | bfloat16 (float16 needs a GPU); vectors are stored as float32")
-    p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
-    p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
-    p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
-    p.add_argument(
-        "--overwrite", action="store_true", default=None,
-        help="start fresh; by default a rerun into OUTPUT resumes, skipping ids already written",
+    _audio_job_flags(
+        p, "embed",
+        batch_seconds="padded audio seconds per model call (default 10 on CPU, 240 on GPU)",
+        dtype="float32 | float16 | bfloat16 (float16 needs a GPU); vectors are stored as float32",
     )
     p.set_defaults(handler=_embed)
 

@@ -17,7 +17,7 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 from speech.asr.base import Transcript, Window
-from speech.batching import chunk_spans, pad, plan_batches
+from speech.batching import chunk_spans, pad, run_batches
 from speech.schema import Word
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -142,25 +142,14 @@ class CtcRecognizer:
 
     def _run(self, windows: list[Window]) -> tuple[list[_Alignment], list[int]]:
         """Forward every window; returns its greedy path and the padded samples it cost."""
-        outputs: list[_Alignment | None] = [None] * len(windows)
-        computed = [0] * len(windows)
-        lengths = [len(w.features) for w in windows]
-        for batch in plan_batches(lengths, self.batch_samples, exact_lengths=self.exact_lengths):
-            longest = max(lengths[i] for i in batch)
-            for i, alignment in zip(batch, self._forward([windows[i].features for i in batch])):
-                outputs[i] = alignment
-                computed[i] = longest
-        return outputs, computed
+        features = [w.features for w in windows]
+        return run_batches(features, self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[_Alignment]:
-        padded, lengths = pad(features, self.padding_value)
-        inputs = torch.from_numpy(padded).to(self.device, self.dtype)
-        kwargs = {}
-        if self.uses_attention_mask:
-            kwargs["attention_mask"] = (torch.arange(padded.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]).to(
-                self.device
-            )
+        inputs, kwargs, lengths = padded_inputs(
+            features, self.padding_value, attention_mask=self.uses_attention_mask, device=self.device, dtype=self.dtype
+        )
         logits = self.model(inputs, **kwargs).logits  # [batch, frames, vocab]
         # Argmax of the logits themselves, as transformers decodes; the posterior of
         # the chosen token is the confidence.
@@ -220,6 +209,18 @@ class CtcRecognizer:
             times.append(start + part.times[kept])
         return _Alignment(np.concatenate(ids), np.concatenate(probs), np.concatenate(times))
 
+
+def padded_inputs(
+    features: list[np.ndarray], padding_value: float, *, attention_mask: bool, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict, np.ndarray]:
+    """1-D model inputs padded into ``[batch, samples]`` on ``device``, the forward's keyword
+    arguments (the attention mask, for models that take one) and the int64 lengths ``[batch]``."""
+    padded, lengths = pad(features, padding_value)
+    kwargs = {}
+    if attention_mask:
+        mask = torch.arange(padded.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]
+        kwargs["attention_mask"] = mask.to(device)
+    return torch.from_numpy(padded).to(device, dtype), kwargs, lengths
 
 
 def _aligned(samples: float, align: int) -> int:

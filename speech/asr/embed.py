@@ -22,8 +22,8 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelF
 
 from speech.asr import ModelError, _first_line
 from speech.asr.base import Window
-from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd
-from speech.batching import pad, plan_batches
+from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd, padded_inputs
+from speech.batching import run_batches
 from speech.options import EmbedOptions
 
 Layer = int | Literal["all"]
@@ -171,24 +171,14 @@ class Embedder:
                     f"audio of {window.num_samples / self.sample_rate:.3f} s is too short: "
                     "the model's feature encoder gives no output frame"
                 )
-        outputs: list[np.ndarray | None] = [None] * len(windows)
-        computed = [0] * len(windows)
-        for batch in plan_batches(lengths, self.batch_samples, exact_lengths=self.exact_lengths):
-            longest = max(lengths[i] for i in batch)
-            for i, hidden in zip(batch, self._forward([windows[i].features for i in batch])):
-                outputs[i] = hidden
-                computed[i] = longest
-        return outputs, computed
+        features = [w.features for w in windows]
+        return run_batches(features, self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[np.ndarray]:
-        padded, lengths = pad(features, self.padding_value)
-        inputs = torch.from_numpy(padded).to(self.device, self.dtype)
-        kwargs = {}
-        if self.uses_attention_mask:
-            kwargs["attention_mask"] = (torch.arange(padded.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]).to(
-                self.device
-            )
+        inputs, kwargs, lengths = padded_inputs(
+            features, self.padding_value, attention_mask=self.uses_attention_mask, device=self.device, dtype=self.dtype
+        )
         hidden_states = self.model(inputs, output_hidden_states=True, **kwargs).hidden_states
         selected = hidden_states if self.layer is None else (hidden_states[self.layer],)
         stacked = torch.stack(selected, dim=1).float().cpu().numpy()  # [batch, layers, frames, hidden]
