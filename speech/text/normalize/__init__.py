@@ -1,0 +1,88 @@
+"""Text normalization: what the synthesizer reads, and what round-trip scoring compares.
+
+:func:`normalize_text` is the canonical form of every row (NFC, single spaces);
+:func:`to_spoken` then writes out what a reader says for the spans a model cannot read as
+written: numbers, dates, times, currencies, percentages, units, abbreviations, phone
+numbers, web addresses (English, Korean and Chinese; see :mod:`.driver` and the language
+modules); :func:`scoring_text` is what round-trip scoring compares.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import unicodedata
+
+from speech.text.normalize.driver import needs_reading
+from speech.text.validate import TextError
+
+_SPACES = re.compile(r"\s+")
+
+#: Languages with a normalizer, by the codes a corpus may use for them.
+_CODES = {"en": "en", "eng": "en", "ko": "ko", "kor": "ko", "zh": "zh", "cmn": "zh", "zho": "zh", "chi": "zh"}
+SPOKEN_LANGUAGES = ("en", "ko", "zh")
+
+
+def normalize_text(text: str) -> str:
+    """Canonical form of a row's text before splitting: NFC, one space between words, no edge spaces.
+
+    NFC (not NFKC) keeps full-width CJK punctuation, which the Chinese front ends read as pauses.
+    """
+    return _SPACES.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def scoring_text(text: str) -> str:
+    """Form of a text compared when scoring a transcript against it (character error rate).
+
+    NFKC, case-folded, punctuation and symbols removed, single spaces: a round trip is judged
+    on what is spoken, not on casing or punctuation no recognizer can hear.
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(" " if unicodedata.category(c)[0] in "PSZC" else c for c in folded)
+    return _SPACES.sub(" ", kept).strip()
+
+
+def spoken_language(language: str | None, text: str) -> str:
+    """The normalizer language of a row: its ``language`` code (``en``, ``en-US``, ``kor``,
+    ``cmn``...) reduced to ``en``/``ko``/``zh``, any other code as given (lower case); without
+    one, the script with most letters in ``text`` (Hangul: ko, Han: zh, kana: ja, else en)."""
+    if language:
+        code = language.strip().lower().replace("_", "-")
+        return _CODES.get(code.split("-")[0], code)
+    counts = {"ko": 0, "zh": 0, "ja": 0, "en": 0}
+    for char in text:
+        if not char.isalpha():
+            continue
+        name = unicodedata.name(char, "")
+        script = ("ko" if name.startswith("HANGUL") else "zh" if name.startswith("CJK UNIFIED")
+                  else "ja" if name.startswith(("HIRAGANA", "KATAKANA")) else "en")
+        counts[script] += 1
+    if counts["ja"]:  # Japanese mixes kana with Han; kana only occurs in Japanese
+        return "ja"
+    return max(counts, key=lambda script: (counts[script], script == "en"))
+
+
+def to_spoken(text: str, language: str | None) -> str:
+    """``text`` with numbers, dates, currencies, units ... written out as said in ``language``.
+
+    ``language`` as :func:`spoken_language` reads it. Text in another language passes
+    unchanged unless it holds something to read (digits, ``%``, ``$`` ...).
+
+    Raises:
+        TextError: something is left that the language's normalizer cannot read, or the
+            language has no normalizer and the text needs one; the message names it.
+    """
+    code = spoken_language(language, text)
+    if code in SPOKEN_LANGUAGES:
+        rules = importlib.import_module(f"speech.text.normalize.{code}").RULES
+        text = rules.apply(text)
+    left = needs_reading(text)
+    if not left:
+        return text
+    shown = ", ".join(repr(c) for c in left[:10])
+    if code in SPOKEN_LANGUAGES:
+        raise TextError(f"cannot read {shown} in this {code} text: {text[:60]!r}")
+    raise TextError(
+        f"cannot read {shown}: numbers and symbols are written out for {', '.join(SPOKEN_LANGUAGES)} only, "
+        f"this row's language is {code!r} (write them as words, or turn normalization off)"
+    )
