@@ -45,21 +45,16 @@ def scoring_text(text: str) -> str:
 def spoken_language(language: str | None, text: str) -> str:
     """The normalizer language of a row: its ``language`` code (``en``, ``en-US``, ``kor``,
     ``cmn``...) reduced to ``en``/``ko``/``zh``, any other code as given (lower case); without
-    one, the script with most letters in ``text`` (Hangul: ko, Han: zh, kana: ja, else en)."""
+    one, the script of ``text``: any Hangul ko, else any kana ja, else any Han zh, else en (a
+    few Latin words in Korean or Chinese text are common; the reverse is rare)."""
     if language:
         code = language.strip().lower().replace("_", "-")
         return _CODES.get(code.split("-")[0], code)
-    counts = {"ko": 0, "zh": 0, "ja": 0, "en": 0}
-    for char in text:
-        if not char.isalpha():
-            continue
-        name = unicodedata.name(char, "")
-        script = ("ko" if name.startswith("HANGUL") else "zh" if name.startswith("CJK UNIFIED")
-                  else "ja" if name.startswith(("HIRAGANA", "KATAKANA")) else "en")
-        counts[script] += 1
-    if counts["ja"]:  # Japanese mixes kana with Han; kana only occurs in Japanese
-        return "ja"
-    return max(counts, key=lambda script: (counts[script], script == "en"))
+    names = [unicodedata.name(c, "") for c in text if c.isalpha() and not c.isascii()]
+    for script, prefixes in (("ko", ("HANGUL",)), ("ja", ("HIRAGANA", "KATAKANA")), ("zh", ("CJK UNIFIED",))):
+        if any(name.startswith(prefixes) for name in names):
+            return script
+    return "en"
 
 
 def to_spoken(text: str, language: str | None) -> str:
