@@ -38,8 +38,9 @@ def _options(model: Path | str, tmp_path: Path | None = None, **kwargs) -> Synth
     return SynthesizeOptions(**{**defaults, **kwargs})
 
 
-def _prepare(front_end, texts, seed=0, voice=None):
-    return [u for i, t in enumerate(texts) for u in prepare_row(front_end, t, voice=voice, language=None, seed=seed + i, max_text_chars=1000)]
+def _prepare(front_end, texts, seed=0, voice=None, **kwargs):
+    return [u for i, t in enumerate(texts)
+            for u in prepare_row(front_end, t, voice=voice, language=None, seed=seed + i, max_text_chars=1000, **kwargs).utterances]
 
 
 def _assert_batch_equals_single(model, utterances) -> float:
@@ -96,10 +97,28 @@ def test_vits_batched_equals_single_and_reruns_identically(tts):
     assert not np.array_equal(model.synthesize(other_seed)[0][:100], model.synthesize(utterances[:1])[0][:100])
 
 
+def test_vits_speed_is_applied_per_utterance(tts):
+    options = _options(tts["tts-vits"])
+    front_end, model = load_front_end(options), load_model(options, "cpu")
+    text = ["hello world, this is a sentence"]
+    normal, fast, default = (model.synthesize(_prepare(front_end, text, speed=speed))[0] for speed in (1.0, 2.0, None))
+    assert np.array_equal(normal, default)  # None: the checkpoint's own rate, 1.0
+    assert len(fast) < len(normal)  # durations scaled by 1 / speed
+    mixed = model.synthesize(_prepare(front_end, text, speed=2.0) + _prepare(front_end, text, speed=1.0))
+    assert np.array_equal(mixed[0], fast) and np.array_equal(mixed[1], normal)  # one model, any speeds
+    with pytest.raises(TextError, match="speed 9 is outside 0.25..4"):
+        _prepare(front_end, text, speed=9.0)
+
+
 def test_vits_front_end_rejects_what_it_cannot_say(tts):
     front_end = load_front_end(_options(tts["tts-vits"]))
     with pytest.raises(TextError, match=r"cannot say: '1', '2'"):
-        _prepare(front_end, ["call 12"])
+        _prepare(front_end, ["call 12"], normalize=False)
+    # Normalized, the digits are words; uroman's Han numerals (十二 -> 12) are romanized as pinyin.
+    assert _prepare(front_end, ["call 12", "价格是12元"])
+    prepared = prepare_row(front_end, "call 12", voice=None, language=None, seed=0, max_text_chars=100,
+                           normalize=False, unknown_chars="spell")
+    assert (prepared.spoken, prepared.unknown) == ("call one two", "12")
     with pytest.raises(TextError, match="unknown voice 'x'"):
         _prepare(front_end, ["hello"], voice="x")
     # Hangul is romanized by uroman, as for the real MMS Korean checkpoint.
@@ -144,9 +163,16 @@ def test_chattts_voices_and_unsayable_text(chattts):
     with pytest.raises(TextError, match="unknown voice"):
         front_end.resolve_voice("not-a-speaker", 0)
     with pytest.raises(TextError, match=r"cannot say: '1', '2'"):
-        _prepare(front_end, ["room 12"])
+        _prepare(front_end, ["room 12"], normalize=False)
     with pytest.raises(TextError, match="cannot say: 'п'"):
         _prepare(front_end, ["привет"])
+    with pytest.raises(TextError, match="speed: the chattts backend takes no speaking rate"):
+        _prepare(front_end, ["hello"], speed=1.5)
+    dropped = prepare_row(front_end, "안녕 hello 你好", voice=None, language=None, seed=0, max_text_chars=100,
+                          unknown_chars="drop")
+    assert (dropped.spoken, dropped.unknown) == ("hello 你好", "안녕")
+    with pytest.raises(TextError, match="nothing left to say once the characters the chattts model cannot say were dropped"):
+        prepare_row(front_end, "안녕", voice=None, language=None, seed=0, max_text_chars=100, unknown_chars="drop")
     # A marker alone is something to act on, not an empty row.
     assert _prepare(front_end, ["Hi. [laugh]"])[-1].text.endswith("[laugh]")
 
@@ -170,18 +196,37 @@ def test_kokoro_espeak_g2p_offline_and_batch_independent(kokoro):
         _prepare(front_end, ["Hi."], voice="zz_nobody")
 
 
+def test_kokoro_blend_is_the_weighted_average_of_the_packs(kokoro):
+    front_end, model = kokoro
+    alpha, beta = (torch.load(Path(model.voice_files[name]), weights_only=True) for name in KOKORO_VOICES)
+    blend = front_end.resolve_voice(f"{KOKORO_VOICES[0]}:7+{KOKORO_VOICES[1]}:3", 0)
+    assert blend == f"{KOKORO_VOICES[0]}:0.7+{KOKORO_VOICES[1]}:0.3"  # weights normalized
+    assert torch.allclose(model._pack(blend), 0.7 * alpha + 0.3 * beta, atol=1e-7)
+    # Equal weights are what KPipeline.load_voice("a,b") gives: the mean of the stacked packs.
+    equal = front_end.resolve_voice("+".join(KOKORO_VOICES), 0)
+    assert torch.allclose(model._pack(equal), torch.mean(torch.stack([alpha, beta]), dim=0), atol=1e-7)
+    for bad in (f"{KOKORO_VOICES[0]}:-1", f"{KOKORO_VOICES[0]}:x", f"{KOKORO_VOICES[0]}+zz_nobody"):
+        with pytest.raises(TextError):
+            front_end.resolve_voice(bad, 0)
+    assert [(v.name, v.language) for v in front_end.voices()] == [(KOKORO_VOICES[0], "en-us"), (KOKORO_VOICES[1], "es")]
+    # A blend synthesizes, and speed is applied per utterance.
+    utterances = _prepare(front_end, ["Hello there."], voice=blend) + _prepare(front_end, ["Hello there."], voice=blend, speed=2.0)
+    slow, fast = model.synthesize(utterances)
+    assert 0 < len(fast) < len(slow)
+
+
 # --- the job -------------------------------------------------------------------------------
 
 _GOOD = {
     "ko-1": "안녕하세요. 오늘 날씨가 좋네요!",
     "en/2": "hello world",
     "long": " ".join(["this sentence is here to be split into pieces."] * 6),
+    "digits": "call 555",  # not normalized in this run: the digits are spelled (unknown_chars=spell)
 }
 _BAD = {
     "empty": ("", "text is empty"),
     "spaces": ("   ", "text is empty"),
     "punct": ("?!... —", "nothing to say"),
-    "digits": ("call 555", "cannot say: '5'"),
     "huge": ("a" * 400, "over the limit of 300"),
     "voice": ("hello", "unknown voice 'nobody'"),
     "../../escape": ("hello", "cannot be used as a file name"),
@@ -206,7 +251,7 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
     options = _options(
         tts["tts-vits"], out, input=str(_write_corpus(tmp_path / "corpus.jsonl")),
         max_text_chars=300, max_piece_chars=60, rows_per_call=4, cpus_per_front_end=0.25,
-        verify_with=str(checkpoints["ctc-xlsr"]), max_cer=0.5,
+        verify_with=str(checkpoints["ctc-xlsr"]), max_cer=0.5, normalize=False, unknown_chars="spell",
     )
     summary = synthesize.run(options)
 
@@ -216,6 +261,7 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
         assert message in (rows[row_id]["error"] or ""), row_id
         assert rows[row_id]["audio"] is None and rows[row_id]["cer"] is None
     assert rows["long"]["pieces"] >= 5
+    assert (rows["digits"]["text_normalized"], rows["digits"]["unknown_chars"]) == ("call five five five", "5")
     # The gate: every synthesized row is transcribed and scored; above max_cer is an error.
     for row_id in _GOOD:
         row = rows[row_id]
@@ -233,6 +279,7 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
     assert not list(tmp_path.rglob("escape*")) and not list(tmp_path.rglob("path.flac"))
 
     summary_file = json.loads((out / "_summary.json").read_text())
+    assert summary_file["unknown_chars"] == {"policy": "spell", "rows": 1, "characters": {"5": 1}}
     assert summary_file["rows"] == len(_GOOD) + len(_BAD)
     assert summary_file["ok"] == len(_GOOD) - rejected and summary_file["errors"] == len(_BAD) + rejected
     ok_ids = [i for i in _GOOD if rows[i]["error"] is None]
@@ -253,7 +300,10 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
     front_end, model = load_front_end(options), load_model(options, "cpu")
     pause = np.zeros(int(round(options.sentence_pause_s * model.sample_rate)), np.float32)
     for row_id, text in _GOOD.items():
-        parts = [model.synthesize([u])[0] for u in prepare_row(front_end, text, voice=None, language=None, seed=0, max_text_chars=300)]
+        prepared = prepare_row(front_end, text, voice=None, language=None, seed=0, max_text_chars=300,
+                               normalize=False, unknown_chars="spell")
+        assert rows[row_id]["text_normalized"] == prepared.spoken
+        parts = [model.synthesize([u])[0] for u in prepared.utterances]
         expected = np.clip(np.concatenate([x for k, p in enumerate(parts) for x in ([pause, p] if k else [p])]), -1, 1)
         written_audio, _ = sf.read(io.BytesIO(rows[row_id]["audio"]["bytes"]), dtype="float32")
         assert len(written_audio) == len(expected) == rows[row_id]["num_samples"]

@@ -18,7 +18,7 @@ import numpy as np
 
 from speech.text import TextError, check_text, normalize_text, split_sentences, unsayable_characters
 from speech.text.normalize import to_spoken
-from speech.text.validate import UnknownChars, describe_unsayable, handle_unsayable
+from speech.text.validate import UnknownChars, describe_unsayable, handle_unsayable, is_spoken
 from speech.tts import takes_speed
 from speech.tts.base import TextFrontEnd, Utterance
 
@@ -90,6 +90,9 @@ def prepare_row(
             raise TextError(describe_unsayable(unknown, front_end.backend), unknown="".join(unknown))
         if unknown:
             spoken = handle_unsayable(spoken, unknown, unknown_chars, sayable, front_end.markers)
+            if not any(is_spoken(c) for c in front_end.strip_markers(spoken)):
+                raise TextError(f"nothing left to say once the characters the {front_end.backend} model cannot say "
+                                f"were {'dropped' if unknown_chars == 'drop' else 'spelled'}", unknown="".join(unknown))
         utterances = _utterances(front_end, spoken, voice=resolved, language=language, seed=seed,
                                  max_text_chars=max_text_chars, speed=speed)
     except TextError as err:

@@ -21,6 +21,11 @@ from speech.tts.base import Utterance, Voice
 
 _DEFAULT_VOICE = "default"
 
+# uroman turns Han numerals back into Arabic digits (十二 -> 12), which MMS vocabularies do not
+# have and uroman has no switch against: their pinyin goes in first (a table, by hand).
+_HAN_NUMERALS = str.maketrans({c: f" {p} " for c, p in zip(
+    "零〇一二两三四五六七八九十百千万亿幺", "ling ling yi er liang san si wu liu qi ba jiu shi bai qian wan yi yao".split())})
+
 
 class VitsFrontEnd:
     """Text -> token ids with the checkpoint's ``VitsTokenizer``; loads no weights."""
@@ -64,14 +69,14 @@ class VitsFrontEnd:
         """What the tokenizer will see: lower-cased, romanized or phonemized, before it silently
         drops what is not in its vocabulary."""
         if self.uroman is not None and has_non_roman_characters(text):
-            text = self.uroman.romanize_string(text)
+            text = self.uroman.romanize_string(text.translate(_HAN_NUMERALS))
         tokenizer = self.tokenizer
         return tokenizer.prepare_for_tokenization(tokenizer.normalize_text(text), normalize=False)[0]
 
     def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[list[int], int]:
         tokenizer = self.tokenizer
         if self.uroman is not None and has_non_roman_characters(piece):
-            piece = self.uroman.romanize_string(piece)
+            piece = self.uroman.romanize_string(piece.translate(_HAN_NUMERALS))
         # Letters the tokenizer would drop are an error (the unknown_chars policy has handled
         # the row's characters; romanizing a whole piece can still differ from single letters).
         prepared = self._prepare(piece)

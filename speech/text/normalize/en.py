@@ -49,7 +49,7 @@ _WEB = {".": "dot", "/": "slash", "@": "at", ":": "colon", "-": "dash", "_": "un
 def cardinal(number: str) -> str:
     """``"1,234"`` -> "one thousand two hundred and thirty-four"; decimals read digit by digit after "point"."""
     whole, _, fraction = plain(number).partition(".")
-    words = num2words(int(whole), lang="en").replace(",", "")
+    words = _words(num2words(int(whole), lang="en"))
     if fraction:
         words += " point " + spell_digits(fraction)
     return words
@@ -61,11 +61,17 @@ def spell_digits(text: str) -> str:
 
 
 def ordinal(number: int) -> str:
-    return num2words(number, lang="en", to="ordinal").replace(",", "")
+    return _words(num2words(number, lang="en", to="ordinal"))
 
 
 def year(number: int) -> str:
-    return num2words(number, lang="en", to="year")
+    return _words(num2words(number, lang="en", to="year"))
+
+
+def _words(spelled: str) -> str:
+    """num2words' spelling as spoken: no commas (pauses) and no hyphens ("forty two"), which
+    some front ends drop, gluing the words together (ChatTTS's normalizer does)."""
+    return spelled.replace(",", "").replace("-", " ")
 
 
 def _amount(number: str, code: str) -> str:
@@ -73,7 +79,7 @@ def _amount(number: str, code: str) -> str:
     names = Num2Word_EN.CURRENCY_FORMS.get(code, (_CURRENCY_NAMES.get(code, (code, code)),))[0]
     if value == value.to_integral() or code not in Num2Word_EN.CURRENCY_FORMS:
         return f"{cardinal(number)} {names[0] if value == 1 else names[1]}"
-    return num2words(value, lang="en", to="currency", currency=code).replace(",", "")
+    return _words(num2words(value, lang="en", to="currency", currency=code))
 
 
 @RULES.add("web address", WEB_ADDRESS, re.IGNORECASE)
