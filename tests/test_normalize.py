@@ -120,6 +120,8 @@ def test_language_codes_and_script_detection():
     assert spoken_language(None, "사과 3개 apple") == "ko"
     assert spoken_language(None, "价格是12元") == "zh"
     assert spoken_language(None, "42") == "en"
+    assert spoken_language(None, "I ate 3 bowls of 拉面 in Tokyo") == "en"  # six Latin words, two Han characters
+    assert spoken_language(None, "我用iPhone 31拍照") == "zh"
     assert to_spoken("사과 3개", None) == "사과 세 개"
 
 

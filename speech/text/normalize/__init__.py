@@ -17,6 +17,7 @@ from speech.text.normalize.driver import needs_reading
 from speech.text.validate import TextError
 
 _SPACES = re.compile(r"\s+")
+_LATIN_WORD = re.compile(r"[A-Za-z\u00C0-\u024F]+")
 
 #: Languages with a normalizer, by the codes a corpus may use for them.
 _CODES = {"en": "en", "eng": "en", "ko": "ko", "kor": "ko", "zh": "zh", "cmn": "zh", "zho": "zh", "chi": "zh"}
@@ -44,17 +45,27 @@ def scoring_text(text: str) -> str:
 
 def spoken_language(language: str | None, text: str) -> str:
     """The normalizer language of a row: its ``language`` code (``en``, ``en-US``, ``kor``,
-    ``cmn``...) reduced to ``en``/``ko``/``zh``, any other code as given (lower case); without
-    one, the script of ``text``: any Hangul ko, else any kana ja, else any Han zh, else en (a
-    few Latin words in Korean or Chinese text are common; the reverse is rare)."""
+    ``cmn``...) reduced to ``en``/``ko``/``zh``, any other code as given (lower case).
+
+    Without one, the script of ``text``: any kana is Japanese (which mixes kana with Han);
+    otherwise the most frequent of Hangul syllables (ko), Han characters (zh) and Latin words
+    (en; one word weighs as much as a syllable or a character), ties going to ko, then zh;
+    en for text without letters.
+    """
     if language:
         code = language.strip().lower().replace("_", "-")
         return _CODES.get(code.split("-")[0], code)
-    names = [unicodedata.name(c, "") for c in text if c.isalpha() and not c.isascii()]
-    for script, prefixes in (("ko", ("HANGUL",)), ("ja", ("HIRAGANA", "KATAKANA")), ("zh", ("CJK UNIFIED",))):
-        if any(name.startswith(prefixes) for name in names):
-            return script
-    return "en"
+    names = [unicodedata.name(c, "") for c in text if c.isalpha()]
+    if any(name.startswith(("HIRAGANA", "KATAKANA")) for name in names):
+        return "ja"
+    counts = {
+        "ko": sum(name.startswith("HANGUL") for name in names),
+        "zh": sum(name.startswith("CJK UNIFIED") for name in names),
+        "en": len(_LATIN_WORD.findall(text)),
+    }
+    if not any(counts.values()):
+        return "en"
+    return max(counts, key=lambda code: (counts[code], code != "en", code == "ko"))
 
 
 def to_spoken(text: str, language: str | None) -> str:
