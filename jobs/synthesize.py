@@ -243,10 +243,7 @@ def run(options: SynthesizeOptions) -> Summary:
     started = time.perf_counter()
     backend = check_options(options)  # fail fast, before any actor starts
     corpus = read_corpus(options.input)
-    if options.voices:
-        # Dealt over the whole corpus in its order, so a resumed run deals the same voices.
-        dealt = pa.array(deal_voices(corpus.num_rows, options.voices, options.seed), pa.string())
-        corpus = corpus.set_column(corpus.schema.get_field_index("voice"), "voice", pc.coalesce(corpus["voice"], dealt))
+    corpus = with_voices(corpus, options)
     _remove_verify_leftovers(options.output)
     # Same rules as the transcription job: a rerun into OUTPUT resumes (rows already
     # written are skipped) unless the job differs; --overwrite starts afresh.
@@ -261,6 +258,16 @@ def run(options: SynthesizeOptions) -> Summary:
         _pipeline(options, backend, todo).write_parquet(options.output, schema=SYNTHESIS_SCHEMA)
     verification = verify(options) if options.verify_with else None
     return summarize(options, backend, time.perf_counter() - started, verification)
+
+
+def with_voices(corpus: pa.Table, options: SynthesizeOptions) -> pa.Table:
+    """``corpus`` with ``options.voices`` dealt to the rows that name no voice (see
+    :func:`speech.tts.frontend.deal_voices`); unchanged without ``voices``. Dealt over the
+    whole corpus in its order, so a resumed run deals every row the same voice."""
+    if not options.voices:
+        return corpus
+    dealt = pa.array(deal_voices(corpus.num_rows, options.voices, options.seed), pa.string())
+    return corpus.set_column(corpus.schema.get_field_index("voice"), "voice", pc.coalesce(corpus["voice"], dealt))
 
 
 def _job(options: SynthesizeOptions, backend: str) -> dict:

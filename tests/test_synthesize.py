@@ -328,6 +328,36 @@ def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys)
     assert "max_cer needs verify_with" in capsys.readouterr().err
 
 
+def test_voices_are_dealt_reproducibly_to_rows_without_one(tmp_path):
+    from jobs.synthesize import with_voices
+    from speech.text.corpus import read_corpus
+
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"text": "hi", **({"voice": "own"} if i == 1 else {})}) + "\n" for i in range(10)))
+    corpus = read_corpus(str(path))
+    options = _options("unused", input=str(path), voices=["a", "b:1+c:1", "d"], seed=3)
+    voices = with_voices(corpus, options)["voice"].to_pylist()
+    assert voices[1] == "own"  # a row's own voice wins
+    assert voices == with_voices(corpus, options)["voice"].to_pylist()  # same seed, same voices
+    # Dealt in turn over the corpus order: every third row has the same voice, all three are used.
+    assert all(voices[i] == voices[i + 3] for i in range(7) if 1 not in (i, i + 3))
+    assert {voices[0], voices[2], voices[4]} == {"a", "b:1+c:1", "d"}
+    shuffled = [with_voices(corpus, options.model_copy(update={"seed": seed}))["voice"].to_pylist() for seed in range(6)]
+    assert len({tuple(v) for v in shuffled}) > 1  # the seed picks the order
+    assert with_voices(corpus, _options("unused", input=str(path)))["voice"].to_pylist() == corpus["voice"].to_pylist()
+
+
+def test_speech_voices_lists_a_models_voices(tts, capsys):
+    from speech.cli import main
+
+    assert main(["voices", str(tts["tts-vits"])]) == 0
+    assert capsys.readouterr().out.split() == ["default", "kor"]
+    assert main(["voices", str(tts["tts-chattts"])]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("seed:N")
+    assert main(["voices", str(tts["tts-vits"]) + "-missing"]) == 2
+    assert "cannot load model" in capsys.readouterr().err
+
+
 def test_audio_names_stay_inside_the_output():
     from jobs.synthesize import audio_name
 
