@@ -55,6 +55,14 @@ class Rules:
 
         return register
 
+    def add_words(self, name: str, words: dict[str, str]) -> None:
+        """A rule reading each key of ``words`` (symbols such as ``&``) as its value."""
+        self.add(name, "|".join(re.escape(key) for key in sorted(words, key=len, reverse=True)))(lambda m: words[m.group(0)])
+
+    def add_web_addresses(self, words: dict[str, str]) -> None:
+        """A rule reading URLs and e-mail addresses, their punctuation by ``words`` (see :func:`web_address`)."""
+        self.add("web address", WEB_ADDRESS, re.IGNORECASE)(lambda m: web_address(m, words))
+
     def __iter__(self) -> Iterator[Rule]:
         return iter(self._rules)
 

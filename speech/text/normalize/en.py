@@ -14,7 +14,7 @@ from decimal import Decimal
 from num2words import num2words
 from num2words.lang_EN import Num2Word_EN
 
-from speech.text.normalize.driver import NUMBER, WEB_ADDRESS, Rules, digits, plain, web_address
+from speech.text.normalize.driver import NUMBER, Rules, digits, plain
 
 RULES = Rules()
 
@@ -82,9 +82,7 @@ def _amount(number: str, code: str) -> str:
     return _words(num2words(value, lang="en", to="currency", currency=code))
 
 
-@RULES.add("web address", WEB_ADDRESS, re.IGNORECASE)
-def _web(m: re.Match[str]) -> str:
-    return web_address(m, _WEB)
+RULES.add_web_addresses(_WEB)
 
 
 @RULES.add("date", r"\b(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})\b")
@@ -204,6 +202,4 @@ def _digits_in_words(m: re.Match[str]) -> str:
     return cardinal(m.group(0))
 
 
-@RULES.add("symbol", "|".join(re.escape(s) for s in _SYMBOLS))
-def _symbol(m: re.Match[str]) -> str:
-    return _SYMBOLS[m.group(0)]
+RULES.add_words("symbol", _SYMBOLS)

@@ -17,7 +17,7 @@ from decimal import Decimal
 from num2words import num2words
 from num2words.lang_KO import Num2Word_KO
 
-from speech.text.normalize.driver import NUMBER, WEB_ADDRESS, Rules, digits, plain, web_address
+from speech.text.normalize.driver import NUMBER, Rules, digits, plain
 
 RULES = Rules(spaced=False)  # particles attach to the reading: 세 개에
 
@@ -70,9 +70,7 @@ def _month(number: int) -> str:
     return {6: "유월", 10: "시월"}.get(number, f"{sino(str(number))}월")
 
 
-@RULES.add("web address", WEB_ADDRESS, re.IGNORECASE)
-def _web(m: re.Match[str]) -> str:
-    return web_address(m, _WEB)
+RULES.add_web_addresses(_WEB)
 
 
 @RULES.add("date", r"(?<![\d.])(?P<y>\d{4})[-./](?P<m>\d{1,2})[-./](?P<d>\d{1,2})(?![\d.])")
@@ -178,6 +176,4 @@ def _number(m: re.Match[str]) -> str:
     return f"마이너스 {words}" if m["sign"] else words
 
 
-@RULES.add("symbol", "|".join(re.escape(s) for s in _SYMBOLS))
-def _symbol(m: re.Match[str]) -> str:
-    return _SYMBOLS[m.group(0)]
+RULES.add_words("symbol", _SYMBOLS)

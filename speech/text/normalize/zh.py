@@ -13,7 +13,7 @@ import re
 
 from cn2an import an2cn
 
-from speech.text.normalize.driver import NUMBER, WEB_ADDRESS, Rules, digits, plain, web_address
+from speech.text.normalize.driver import NUMBER, Rules, digits, plain
 
 RULES = Rules(spaced=False)
 
@@ -41,9 +41,7 @@ def spell(number: str, one: str = "一") -> str:
     return "".join(one if d == 1 else _DIGITS[d] for d in digits(number))
 
 
-@RULES.add("web address", WEB_ADDRESS, re.IGNORECASE)
-def _web(m: re.Match[str]) -> str:
-    return web_address(m, _WEB)
+RULES.add_web_addresses(_WEB)
 
 
 @RULES.add("date", r"(?<![\d.])(?P<y>\d{4})[-./](?P<m>\d{1,2})[-./](?P<d>\d{1,2})(?![\d.])")
@@ -114,6 +112,4 @@ def _number(m: re.Match[str]) -> str:
     return cardinal(number)
 
 
-@RULES.add("symbol", "|".join(re.escape(s) for s in _SYMBOLS))
-def _symbol(m: re.Match[str]) -> str:
-    return _SYMBOLS[m.group(0)]
+RULES.add_words("symbol", _SYMBOLS)
