@@ -451,16 +451,17 @@ def _synthesize(args: argparse.Namespace) -> int:
     from jobs import synthesize
     from speech.asr import ModelError as AsrModelError
     from speech.options import SynthesizeOptions
-    from speech.tts import ModelError
+    from speech.tts import ModelError, check_options
 
     fields = (
         "input", "output", "model", "backend", "voice", "voices", "seed", "language", "speed", "normalize",
         "unknown_chars", "format", "address", "actors", "cpus_per_actor", "gpus_per_actor", "batch_size",
         "max_piece_chars", "verify_with", "max_cer", "overwrite",
     )
-    # The synthesis job checks its model, input and output itself, at the start of its run.
+    # The model and the options it cannot honour are checked before Ray starts; the job checks
+    # its input and output itself, at the start of its run.
     return _run_job(args, SynthesizeOptions, fields, lambda options, _plan: synthesize.run(options),
-                    errors=(ModelError, AsrModelError))
+                    check=check_options, errors=(ModelError, AsrModelError))
 
 
 def _add_serve(commands) -> None:

@@ -326,6 +326,9 @@ def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys)
     code = main(["synthesize", str(corpus), "-o", str(tmp_path / "o"), "--model", str(tts["tts-vits"]), "--max-cer", "0.3"])
     assert code == 2
     assert "max_cer needs verify_with" in capsys.readouterr().err
+    code = main(["synthesize", str(corpus), "-o", str(tmp_path / "o"), "--model", str(tts["tts-chattts"]), "--speed", "1.5"])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == "speech: error: speed: the chattts backend takes no speaking rate (ChatTTS: a [speed_N] prompt token of its GPT); leave speed unset"
 
 
 def test_voices_are_dealt_reproducibly_to_rows_without_one(tmp_path):

@@ -65,18 +65,20 @@ class VitsFrontEnd:
     def _known(self, char: str) -> bool:
         return char in self.tokenizer.encoder
 
-    def _prepare(self, text: str) -> str:
-        """What the tokenizer will see: lower-cased, romanized or phonemized, before it silently
-        drops what is not in its vocabulary."""
+    def _romanize(self, text: str) -> str:
         if self.uroman is not None and has_non_roman_characters(text):
-            text = self.uroman.romanize_string(text.translate(_HAN_NUMERALS))
+            return self.uroman.romanize_string(text.translate(_HAN_NUMERALS))
+        return text
+
+    def _prepare(self, text: str) -> str:
+        """What the tokenizer will see: romanized, lower-cased or phonemized, before it silently
+        drops what is not in its vocabulary."""
         tokenizer = self.tokenizer
-        return tokenizer.prepare_for_tokenization(tokenizer.normalize_text(text), normalize=False)[0]
+        return tokenizer.prepare_for_tokenization(tokenizer.normalize_text(self._romanize(text)), normalize=False)[0]
 
     def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[list[int], int]:
         tokenizer = self.tokenizer
-        if self.uroman is not None and has_non_roman_characters(piece):
-            piece = self.uroman.romanize_string(piece.translate(_HAN_NUMERALS))
+        piece = self._romanize(piece)
         # Letters the tokenizer would drop are an error (the unknown_chars policy has handled
         # the row's characters; romanizing a whole piece can still differ from single letters).
         prepared = self._prepare(piece)
