@@ -78,7 +78,8 @@ class TtsModel(Protocol):
     sample_rate: int  # Hz of the waveforms it returns
 
     def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
-        """One mono float32 waveform ``[num_samples]`` per utterance, in order.
+        """One mono float32 waveform ``[num_samples]`` per utterance, in order, each with its own
+        voice and speed (so one loaded model serves every voice and speaking rate).
 
         Batching is the model's business; the result for an utterance must not depend on
         which other utterances share its call (same samples within float tolerance, same
