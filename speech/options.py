@@ -22,6 +22,9 @@ Dtype = Literal["float32", "float16", "bfloat16"]
 #: small steps gain from batching even on a CPU (8 windows ran 1.6x faster than 1, see docs).
 DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (240.0, 480.0)}
 
+#: Speaking rates a synthesis takes (1.0 normal; OpenAI's speech API allows the same range).
+SPEEDS = (0.25, 4.0)
+
 
 class OptionsError(ValueError):
     """Invalid options; the message names the field and what is allowed."""
@@ -196,7 +199,7 @@ class SynthesizeOptions(_Options):
     max_text_chars: int = Field(5000, ge=1)  # longer rows are refused with an error
     max_piece_chars: int | None = Field(None, ge=8)  # None: the backend's own limit
     sentence_pause_s: float = Field(0.1, ge=0)  # silence between the pieces of a row
-    speed: float | None = Field(None, ge=0.25, le=4.0)  # speaking rate (vits, kokoro), 1.0 normal; None: the model's
+    speed: float | None = Field(None, ge=SPEEDS[0], le=SPEEDS[1])  # speaking rate (vits, kokoro), 1.0 normal; None: the model's
 
     # ChatTTS sampling (ignored by other backends).
     refine_text: bool = False  # let the GPT add prosody markers first

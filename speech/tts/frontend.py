@@ -16,14 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speech.options import SPEEDS
 from speech.text import TextError, check_text, normalize_text, split_sentences, unsayable_characters
 from speech.text.normalize import to_spoken
 from speech.text.validate import UnknownChars, describe_unsayable, handle_unsayable, is_spoken
 from speech.tts import takes_speed
 from speech.tts.base import TextFrontEnd, Utterance
-
-#: Speaking rates accepted (1.0 normal): beyond them speech is garbled or absurdly slow.
-SPEEDS = (0.25, 4.0)
 
 
 class PieceTooLong(TextError):
