@@ -76,6 +76,7 @@ def prepare_row(
     check_speed(front_end.backend, speed)
     spoken = normalize_text(text or "")
     if normalize and spoken:
+        check_text(spoken, max_chars=max_text_chars)  # an absurd row is refused before any work on it
         spoken = to_spoken(spoken, language)
     try:
         resolved = front_end.resolve_voice(voice, seed)
