@@ -6,6 +6,8 @@ produced by num2words or cn2an): a wrong library call or a missing rule fails th
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from speech.text import TextError
@@ -113,6 +115,13 @@ def test_other_languages_fail_naming_what_they_cannot_read():
         to_spoken("Il a 42 % de chances", "fr")
     with pytest.raises(TextError, match="language is 'ja'"):
         to_spoken("今日は3時です", None)  # kana: Japanese, which has no normalizer
+
+
+def test_kept_spans_are_not_read():
+    marker = re.compile(r"\[\w+\]")
+    assert to_spoken("[speed_5]I have 3 apples[break_6] and 2[laugh_0].", "en", keep=marker) == (
+        "[speed_5] I have three apples [break_6] and two [laugh_0] .")
+    assert to_spoken("[oral_2]", "en", keep=marker) == "[oral_2]"
 
 
 def test_language_codes_and_script_detection():

@@ -77,7 +77,7 @@ def prepare_row(
     spoken = normalize_text(text or "")
     if normalize and spoken:
         check_text(spoken, max_chars=max_text_chars)  # an absurd row is refused before any work on it
-        spoken = to_spoken(spoken, language)
+        spoken = to_spoken(spoken, language, keep=front_end.markers)
     try:
         resolved = front_end.resolve_voice(voice, seed)
 

@@ -68,27 +68,35 @@ def spoken_language(language: str | None, text: str) -> str:
     return max(counts, key=lambda code: (counts[code], code != "en", code == "ko"))
 
 
-def to_spoken(text: str, language: str | None) -> str:
+def to_spoken(text: str, language: str | None, *, keep: re.Pattern[str] | None = None) -> str:
     """``text`` with numbers, dates, currencies, units ... written out as said in ``language``.
 
     ``language`` as :func:`spoken_language` reads it. Text in another language passes
-    unchanged unless it holds something to read (digits, ``%``, ``$`` ...).
+    unchanged unless it holds something to read (digits, ``%``, ``$`` ...). Spans matching
+    ``keep`` (a backend's prosody markers, ``[break_6]``) are left exactly as they are.
 
     Raises:
         TextError: something is left that the language's normalizer cannot read, or the
             language has no normalizer and the text needs one; the message names it.
     """
-    code = spoken_language(language, text)
+    kept = list(keep.finditer(text)) if keep is not None else []
+    parts = keep.split(text) if kept else [text]  # the text between the kept spans
+    code = spoken_language(language, " ".join(parts))
     if code in SPOKEN_LANGUAGES:
         rules = importlib.import_module(f"speech.text.normalize.{code}").RULES
-        text = rules.apply(text)
-    left = needs_reading(text)
-    if not left:
-        return text
-    shown = ", ".join(repr(c) for c in left[:10])
-    if code in SPOKEN_LANGUAGES:
-        raise TextError(f"cannot read {shown} in this {code} text: {text[:60]!r}")
-    raise TextError(
-        f"cannot read {shown}: numbers and symbols are written out for {', '.join(SPOKEN_LANGUAGES)} only, "
-        f"this row's language is {code!r} (write them as words, or turn normalization off)"
-    )
+        parts = [rules.apply(part) for part in parts]
+    left = needs_reading("".join(parts))
+    if left:
+        shown = ", ".join(repr(c) for c in left[:10])
+        if code in SPOKEN_LANGUAGES:
+            raise TextError(f"cannot read {shown} in this {code} text: {text[:60]!r}")
+        raise TextError(
+            f"cannot read {shown}: numbers and symbols are written out for {', '.join(SPOKEN_LANGUAGES)} only, "
+            f"this row's language is {code!r} (write them as words, or turn normalization off)"
+        )
+    if not kept:
+        return parts[0]
+    pieces = [parts[0]]
+    for marker, part in zip(kept, parts[1:]):
+        pieces += [marker.group(0), part]
+    return _SPACES.sub(" ", " ".join(p for p in pieces if p)).strip()
