@@ -86,9 +86,15 @@ def test_vocos_batched_decode_keeps_each_clip_exact(tts):
     assert np.abs(upstream - batched[0]).max() > 1e-3
 
 
-def test_vits_batched_equals_single_and_reruns_identically(tts):
+@pytest.fixture(scope="module")
+def vits(tts):
+    """``(options, front end, model)`` of the VITS fixture, loaded once (uroman alone takes seconds)."""
     options = _options(tts["tts-vits"])
-    front_end, model = load_front_end(options), load_model(options, "cpu")
+    return options, load_front_end(options), load_model(options, "cpu")
+
+
+def test_vits_batched_equals_single_and_reruns_identically(vits):
+    options, front_end, model = vits
     utterances = _prepare(front_end, ["안녕하세요.", "hello world, this is longer", "오늘 날씨가 좋네요! 정말 좋아요."])
     _assert_batch_equals_single(model, utterances)
     again = load_model(options, "cpu").synthesize(utterances)
@@ -97,9 +103,8 @@ def test_vits_batched_equals_single_and_reruns_identically(tts):
     assert not np.array_equal(model.synthesize(other_seed)[0][:100], model.synthesize(utterances[:1])[0][:100])
 
 
-def test_vits_speed_is_applied_per_utterance(tts):
-    options = _options(tts["tts-vits"])
-    front_end, model = load_front_end(options), load_model(options, "cpu")
+def test_vits_speed_is_applied_per_utterance(vits):
+    _, front_end, model = vits
     text = ["hello world, this is a sentence"]
     normal, fast, default = (model.synthesize(_prepare(front_end, text, speed=speed))[0] for speed in (1.0, 2.0, None))
     assert np.array_equal(normal, default)  # None: the checkpoint's own rate, 1.0
@@ -110,8 +115,8 @@ def test_vits_speed_is_applied_per_utterance(tts):
         _prepare(front_end, text, speed=9.0)
 
 
-def test_vits_front_end_rejects_what_it_cannot_say(tts):
-    front_end = load_front_end(_options(tts["tts-vits"]))
+def test_vits_front_end_rejects_what_it_cannot_say(vits):
+    _, front_end, _ = vits
     with pytest.raises(TextError, match=r"cannot say: '1', '2'"):
         _prepare(front_end, ["call 12"], normalize=False)
     # Normalized, the digits are words; uroman's Han numerals (十二 -> 12) are romanized as pinyin.
