@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_embed(commands)
     _add_finetune(commands)
     _add_synthesize(commands)
+    _add_voices(commands)
     _add_fixtures(commands)
     _add_export(commands)
     _add_bench(commands)
@@ -180,9 +181,19 @@ def _add_synthesize(commands) -> None:
     p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
     p.add_argument("--model", help="checkpoint directory (ChatTTS, Kokoro) or VITS hub id / directory")
     p.add_argument("--backend", help="chattts | kokoro | vits (default: detected from the checkpoint)")
-    p.add_argument("--voice", help="default voice (kokoro voice pack, chattts seed:N or embedding, vits speaker)")
+    p.add_argument("--voice", help="default voice: kokoro pack or blend (af_heart:0.7+am_adam:0.3), chattts seed:N or "
+                                   "embedding, vits speaker (see `speech voices MODEL`)")
+    p.add_argument("--voices", type=_voice_list, metavar="V1,V2,...",
+                   help="voices dealt to rows without one: shuffled with --seed, then in turn (a speaker-diverse dataset)")
     p.add_argument("--seed", type=int, help="default seed of rows without one (default 0)")
-    p.add_argument("--language", help="default language of rows without one")
+    p.add_argument("--language", help="default language of rows without one; numbers and symbols are read in it "
+                                      "(en, ko, zh; default: the script of each row)")
+    p.add_argument("--speed", type=float, help="speaking rate, 1.0 normal, 0.25-4 (vits, kokoro)")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                   help="send the text as written (numbers, dates, symbols are not written out)")
+    p.add_argument("--unknown-chars", choices=("error", "drop", "spell"),
+                   help="letters/digits the model cannot say: the row fails (error, default), are dropped, or are "
+                        "replaced by their name (spell)")
     p.add_argument("--format", help="flac | wav (default flac)")
     p.add_argument("--config", help="YAML options file, e.g. configs/synthesize.yaml")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -195,6 +206,41 @@ def _add_synthesize(commands) -> None:
     p.add_argument("--max-cer", type=float, help="with --verify-with: rows above this CER get an error")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing OUTPUT")
     p.set_defaults(handler=_synthesize)
+
+
+def _add_voices(commands) -> None:
+    p = commands.add_parser(
+        "voices",
+        help="list the voices of a speech synthesis model",
+        description="List the voices MODEL offers (what --voice, --voices and a corpus 'voice' column take) with their language.",
+        epilog="example: speech voices checkpoints/Kokoro-82M",
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint directory (ChatTTS, Kokoro) or VITS hub id / directory")
+    p.add_argument("--backend", choices=("chattts", "kokoro", "vits"), help="default: detected from the checkpoint")
+    p.set_defaults(handler=_voices)
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from speech.options import OptionsError, load_options, SynthesizeOptions
+    from speech.tts import ModelError, load_front_end
+
+    try:
+        options = load_options(SynthesizeOptions, None, {"input": "-", "output": "-", "model": args.model,
+                                                         "backend": args.backend})
+        voices = load_front_end(options).voices()
+    except (OptionsError, ModelError) as err:
+        raise CliError(str(err)) from err
+    width = max(len(v.name) for v in voices)
+    for voice in voices:
+        print(f"{voice.name:<{width}}  {voice.language}" + (f"  ({voice.note})" if voice.note else ""))
+    return 0
+
+
+def _voice_list(text: str) -> list[str]:
+    voices = [v.strip() for v in text.split(",")]
+    if not all(voices):
+        raise argparse.ArgumentTypeError(f"expected voices separated by commas, got {text!r}")
+    return voices
 
 
 def _add_fixtures(commands) -> None:
@@ -515,15 +561,17 @@ def _synthesize(args: argparse.Namespace) -> int:
     from jobs import synthesize
     from speech.asr import ModelError as AsrModelError
     from speech.options import SynthesizeOptions
-    from speech.tts import ModelError
+    from speech.tts import ModelError, check_options
 
     fields = (
-        "input", "output", "model", "backend", "voice", "seed", "language", "format", "address", "actors",
-        "cpus_per_actor", "gpus_per_actor", "batch_size", "max_piece_chars", "verify_with", "max_cer", "overwrite",
+        "input", "output", "model", "backend", "voice", "voices", "seed", "language", "speed", "normalize",
+        "unknown_chars", "format", "address", "actors", "cpus_per_actor", "gpus_per_actor", "batch_size",
+        "max_piece_chars", "verify_with", "max_cer", "overwrite",
     )
-    # The synthesis job checks its model, input and output itself, at the start of its run.
+    # The model and the options it cannot honour are checked before Ray starts; the job checks
+    # its input and output itself, at the start of its run.
     return _run_job(args, SynthesizeOptions, fields, lambda options, _plan: synthesize.run(options),
-                    errors=(ModelError, AsrModelError))
+                    check=check_options, errors=(ModelError, AsrModelError))
 
 
 def _add_serve(commands) -> None:

@@ -24,6 +24,9 @@ DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (240.0, 480.0)}
 #: Embedding runs the network of a CTC model without its output layer: the same costs.
 DEFAULT_BATCH_SECONDS["embed"] = DEFAULT_BATCH_SECONDS["ctc"]
 
+#: Speaking rates a synthesis takes (1.0 normal; OpenAI's speech API allows the same range).
+SPEEDS = (0.25, 4.0)
+
 
 class OptionsError(ValueError):
     """Invalid options; the message names the field and what is allowed."""
@@ -233,18 +236,23 @@ class SynthesizeOptions(_Options):
     overwrite: bool = False
 
     # Defaults for rows whose input gives none.
-    voice: str | None = None  # None: the model's default voice
+    voice: str | None = None  # None: the model's default voice; kokoro blends: "af_heart:0.7+am_adam:0.3"
+    # Voices dealt to the rows without one of their own, in corpus order, from a list shuffled
+    # with `seed` (a speaker-diverse dataset, the same on every run); None: `voice` for all.
+    voices: list[str] | None = Field(None, min_length=1)
     seed: int = Field(0, ge=0)
-    language: str | None = None
+    language: str | None = None  # also the language numbers and symbols are read in (en, ko, zh)
 
     format: Literal["flac", "wav"] = "flac"
     embed_audio: bool = True  # also store each file's bytes in the Parquet rows (portable dataset)
 
     # Text front end.
+    normalize: bool = True  # write out numbers, dates, currencies, units ... (en, ko, zh) before synthesis
+    unknown_chars: Literal["error", "drop", "spell"] = "error"  # letters/digits the model cannot say
     max_text_chars: int = Field(5000, ge=1)  # longer rows are refused with an error
     max_piece_chars: int | None = Field(None, ge=8)  # None: the backend's own limit
     sentence_pause_s: float = Field(0.1, ge=0)  # silence between the pieces of a row
-    speed: float | None = Field(None, gt=0)  # speaking rate (vits, kokoro); None: the model's
+    speed: float | None = Field(None, ge=SPEEDS[0], le=SPEEDS[1])  # speaking rate (vits, kokoro), 1.0 normal; None: the model's
 
     # ChatTTS sampling (ignored by other backends).
     refine_text: bool = False  # let the GPT add prosody markers first
@@ -268,6 +276,13 @@ class SynthesizeOptions(_Options):
     # Round-trip quality gate: transcribe the audio and score it against the text.
     verify_with: str | None = None  # ASR checkpoint (see speech transcribe --model)
     max_cer: float | None = Field(None, ge=0)  # rows above it get an error
+
+    @field_validator("voices")
+    @classmethod
+    def _named_voices(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not voice.strip() for voice in value):
+            raise ValueError("every voice must be named (an empty entry in the list)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "SynthesizeOptions":

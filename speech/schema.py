@@ -205,14 +205,21 @@ SYNTHESIS_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("text", pa.string()),  # the row's text as given
+        # What was spoken: numbers, dates, symbols written out, unknown characters handled
+        # (--unknown-chars); null when the row failed before that.
+        pa.field("text_normalized", pa.string()),
         pa.field("audio", AUDIO_TYPE),  # null when the row failed
         pa.field("sample_rate", pa.int32()),  # Hz
         pa.field("num_samples", pa.int64()),  # exact length of the decoded audio
         pa.field("duration_s", pa.float64()),  # num_samples / sample_rate
-        pa.field("voice", pa.string()),  # resolved voice (name, speaker index or "seed:N")
+        pa.field("voice", pa.string()),  # resolved voice (name, kokoro blend, speaker index or "seed:N")
         pa.field("seed", pa.int64()),
         pa.field("language", pa.string()),
         pa.field("pieces", pa.int32()),  # sentence pieces synthesized and joined
+        pa.field("speed", pa.float64()),  # speaking rate (null: the model's own)
+        # Letters/digits the model cannot say, each once: refused (the row's error), dropped
+        # or spelled by --unknown-chars; null when there were none.
+        pa.field("unknown_chars", pa.string()),
         pa.field("model", pa.string()),
         pa.field("backend", pa.string()),
         pa.field("asr_text", pa.string()),  # round-trip transcript (--verify-with)
@@ -229,6 +236,7 @@ class SynthesisRow:
 
     id: str
     text: str | None = None
+    text_normalized: str | None = None
     audio: dict | None = None  # {"bytes": ..., "path": ...}
     sample_rate: int | None = None
     num_samples: int | None = None
@@ -237,6 +245,8 @@ class SynthesisRow:
     seed: int | None = None
     language: str | None = None
     pieces: int | None = None
+    speed: float | None = None
+    unknown_chars: str | None = None
     model: str | None = None
     backend: str | None = None
     asr_text: str | None = None

@@ -114,18 +114,19 @@ def test_text_file_keeps_blank_lines_as_rows(tmp_path):
 
 def test_csv_with_ids_voices_and_seeds(tmp_path):
     path = tmp_path / "corpus.csv"
-    path.write_text("id,text,voice,seed\na,Hello,v1,3\nb,World,,\n", encoding="utf-8")
+    path.write_text("id,text,voice,seed,speed\na,Hello,v1,3,1.5\nb,World,,,\n", encoding="utf-8")
     table = read_corpus(str(path))
     assert table.to_pylist() == [
-        {"id": "a", "text": "Hello", "voice": "v1", "language": None, "seed": 3},
-        {"id": "b", "text": "World", "voice": None, "language": None, "seed": None},
+        {"id": "a", "text": "Hello", "voice": "v1", "language": None, "seed": 3, "speed": 1.5},
+        {"id": "b", "text": "World", "voice": None, "language": None, "seed": None, "speed": None},
     ]
 
 
 def test_jsonl_speaker_column_and_parquet(tmp_path):
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text(json.dumps({"text": "hi", "speaker": "s", "language": "en"}) + "\n", encoding="utf-8")
-    assert read_corpus(str(jsonl)).to_pylist() == [{"id": "1", "text": "hi", "voice": "s", "language": "en", "seed": None}]
+    assert read_corpus(str(jsonl)).to_pylist() == [
+        {"id": "1", "text": "hi", "voice": "s", "language": "en", "seed": None, "speed": None}]
     parquet = tmp_path / "c.parquet"
     pq.write_table(pa.table({"id": [10, 11], "text": ["a", None]}), parquet)
     assert read_corpus(str(parquet))["id"].to_pylist() == ["10", "11"]
