@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_synthesize(commands)
     _add_fixtures(commands)
     _add_export(commands)
+    _add_convert(commands)
     _add_bench(commands)
     _add_serve(commands)
     return parser
@@ -153,6 +154,57 @@ def _add_export(commands) -> None:
     )
     p.add_argument("-o", "--directory", required=True, metavar="DIR", help="where to write the files")
     p.set_defaults(handler=_export)
+
+
+def _add_convert(commands) -> None:
+    p = commands.add_parser(
+        "convert",
+        help="convert a model for another engine (ONNX Runtime)",
+        description="Write a model in another engine's format; `speech transcribe`, `speech synthesize` and "
+        "`speech serve` detect the result and run it there.",
+    )
+    formats = p.add_subparsers(title="formats", dest="format", required=True, metavar="{onnx}")
+    onnx = formats.add_parser(
+        "onnx",
+        help="export a CTC checkpoint or a Kokoro checkpoint to ONNX, for onnxruntime",
+        description=(
+            "Export MODEL to ONNX into the new directory OUT_DIR: a CTC checkpoint (hub id or directory, any "
+            "AutoModelForCTC: wav2vec2, XLSR, HuBERT) or a Kokoro checkpoint directory. OUT_DIR gets the graph(s), "
+            "the processor/tokenizer (or Kokoro config and voice packs) and onnx_manifest.json; pass it as --model "
+            "to `speech transcribe` / `speech synthesize` / `speech serve` to run it with onnxruntime. The export "
+            "is checked against PyTorch before it is written. MODEL may also be a float32 ONNX CTC export, to "
+            "quantize it."
+        ),
+        epilog="example: speech convert onnx facebook/wav2vec2-base-960h w2v-onnx --quantize int8",
+    )
+    onnx.add_argument("model", metavar="MODEL")
+    onnx.add_argument("out_dir", metavar="OUT_DIR")
+    onnx.add_argument(
+        "--quantize", metavar="int8",
+        help="CTC models: dynamic int8 quantization of the matrix weights (smaller, faster on CPU, slightly different text)",
+    )
+    onnx.add_argument("-v", "--verbose", action="store_true", help="show the traceback of a failure")
+    onnx.set_defaults(handler=_convert_onnx)
+
+
+def _convert_onnx(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from speech.convert.onnx_export import ConvertError, convert_onnx
+
+    try:
+        manifest = convert_onnx(args.model, args.out_dir, quantize=args.quantize)
+    except (ConvertError, OSError, ValueError) as err:
+        if args.verbose:
+            raise
+        raise CliError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from err
+    graphs = ", ".join(f"{g.file} ({', '.join(g.input_names)})" for g in manifest.graphs.values())
+    print(f"wrote {args.out_dir}: {manifest.kind} model {manifest.architecture}, {graphs}, opset {manifest.opset}, "
+          f"quantization {manifest.quantization or 'none (float32)'}")
+    for name, figures in manifest.verification.items():
+        print(f"  {name} vs {figures.get('against', 'pytorch')}: " + ", ".join(f"{k} {v}" for k, v in figures.items() if k != "against"))
+    return 0
 
 
 def _add_bench(commands) -> None:
