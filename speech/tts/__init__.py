@@ -92,6 +92,12 @@ def load_model(options: SynthesizeOptions, device: str) -> TtsModel:
                 top_k=options.top_k,
                 max_new_tokens=options.max_new_tokens,
             )
+        from speech.onnx_model import is_onnx_model
+
+        if is_onnx_model(options.model):  # exported by `speech convert onnx`: runs on onnxruntime
+            from speech.tts.kokoro_onnx import KokoroOnnxTts
+
+            return KokoroOnnxTts(options.model, device=device, speed=options.speed or 1.0)
         from speech.tts.kokoro import KokoroTts
 
         return KokoroTts(options.model, device=device, speed=options.speed or 1.0)
