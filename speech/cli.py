@@ -257,6 +257,10 @@ def _add_bench_asr(kinds) -> None:
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=_positive, default=10, help="the memory run's corpus multiple (default 10)")
     p.add_argument(
+        "--engine", choices=("torch", "onnx"), default="torch",
+        help="onnx: also our job on the model's float32 and int8 ONNX exports (speech convert onnx), CTC only",
+    )
+    p.add_argument(
         "--repeat", type=_positive, default=1,
         help="rounds of the timed systems, run round-robin; each keeps its best (default 1; 2-3 on a busy machine)",
     )
@@ -281,6 +285,10 @@ def _add_bench_tts(kinds) -> None:
     p.add_argument("--utterances", type=_positive, help="corpus rows (default 24, quick 6)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--repeat", type=_positive, default=1, help="rounds of the systems, round-robin; each keeps its best (default 1)")
+    p.add_argument(
+        "--engine", choices=("torch", "onnx"), default="torch",
+        help="onnx (kokoro): also the model calls and our job on the model's ONNX export (speech convert onnx)",
+    )
     p.set_defaults(handler=_bench_tts)
 
 
@@ -342,7 +350,7 @@ def _bench_asr(args: argparse.Namespace) -> int:
     bench = asr.AsrBench(
         cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
         memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args), backend=args.backend,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, engine=args.engine,
     )
     return _run_bench(asr, bench, args)
 
@@ -352,7 +360,7 @@ def _bench_tts(args: argparse.Namespace) -> int:
 
     bench = tts.TtsBench(
         cache=_bench_cache(args), quick=args.quick, backend=args.backend, model=args.model, utterances=args.utterances,
-        threads=args.threads, repeat=args.repeat, work=_bench_work(args),
+        threads=args.threads, repeat=args.repeat, work=_bench_work(args), engine=args.engine,
     )
     return _run_bench(tts, bench, args)
 

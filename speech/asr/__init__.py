@@ -59,12 +59,9 @@ def _check_ctc(model: str, options: TranscribeOptions) -> None:
         from transformers import AutoFeatureExtractor
 
         from speech.asr.ctc_onnx import check_ctc_model
-        from speech.onnx_model import providers
 
         if options.dtype != "float32":
             raise ValueError(f"dtype {options.dtype}: ONNX model {model} runs at the precision it was exported with; use dtype float32")
-        if options.gpus_per_actor > 0:
-            providers("cuda")
         attention_mask = bool(AutoFeatureExtractor.from_pretrained(model).return_attention_mask)
         check_ctc_model(model, attention_mask=attention_mask)
 

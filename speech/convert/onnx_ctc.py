@@ -94,7 +94,7 @@ def quantize_ctc(onnx_dir: str, out: Path) -> Manifest:
     source = Path(onnx_dir)
     manifest = read_manifest(source)
     for item in source.iterdir():
-        if item.is_file() and item.name != manifest.graphs[GRAPH].file:
+        if item.is_file() and not item.name.startswith(".") and item.name != manifest.graphs[GRAPH].file:
             shutil.copy2(item, out / item.name)
     shutil.copy2(source / manifest.graphs[GRAPH].file, out / MODEL_FILE)
     network = AutoModelForCTC.from_pretrained(source, dtype=torch.float32).eval() if _has_weights(source) else None
