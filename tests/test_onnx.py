@@ -122,6 +122,14 @@ def test_bad_onnx_inputs_get_one_line_and_exit_2(checkpoints, exports, tmp_path,
     assert not (tmp_path / "q").exists() and not (tmp_path / "w").exists()  # nothing half-written
 
 
+def test_serve_accepts_onnx_directories(exports, kokoro_pair):
+    from serve.app import ServeArgs, served_models
+
+    options, _, _ = kokoro_pair
+    args = ServeArgs.model_validate({"asr_models": [str(exports["ctc-xlsr"])], "tts_models": [options["onnx"].model]})
+    assert [(m.kind, m.backend) for m in served_models(args)] == [("transcription", "ctc"), ("speech", "kokoro")]
+
+
 # --- Kokoro ---------------------------------------------------------------------------------------
 
 #: See speech.convert.onnx_kokoro: the first STFT frame's phase is +-pi by a rounding residue, which

@@ -203,7 +203,9 @@ def _quiet_exporter() -> Iterator[None]:
     import logging
     import warnings
 
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxruntime")]
+    # The root logger too: onnxruntime's quantizer warns there that it was not given a
+    # pre-processed (shape-inferred) model, which dynamic quantization of MatMul/Gemm does not need.
+    loggers = [logging.getLogger(name) for name in ("", "torch.onnx", "torch.export", "torch._dynamo", "onnxruntime")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)

@@ -40,6 +40,8 @@ import torch
 
 from speech.convert.onnx_export import EXPORTER, ConvertError, export_graph, versions
 from speech.onnx_model import GraphSpec, Manifest
+from speech.tts.kokoro import SAMPLE_RATE
+from speech.tts.kokoro_onnx import KokoroOnnxTts, alignment_matrix
 
 #: Graph names (manifest keys) and files.
 TEXT, SOURCE, DECODER = "text", "source", "decoder"
@@ -169,15 +171,6 @@ def convert_kokoro(model: str, out: Path) -> Manifest:
     return manifest
 
 
-def alignment_matrix(durations: np.ndarray) -> np.ndarray:
-    """Token -> frame alignment, float32 ``[1, tokens, frames]``: token ``i`` holds ``durations[i]``
-    consecutive frames (what ``KModel.forward_with_tokens`` builds with ``repeat_interleave``)."""
-    tokens, frames = len(durations), int(durations.sum())
-    alignment = np.zeros((1, tokens, frames), np.float32)
-    alignment[0, np.repeat(np.arange(tokens), durations), np.arange(frames)] = 1.0
-    return alignment
-
-
 def _export(out: Path, name: str, module, args, input_names, output_names, axes) -> tuple[GraphSpec, int]:
     inputs, outputs, opset = export_graph(
         module, args, out / _FILES[name], input_names=input_names, output_names=output_names, axes=axes
@@ -195,9 +188,6 @@ def _samples_per_frame(kmodel) -> int:
 def _verified(manifest: Manifest, out: Path, kmodel) -> Manifest:
     """The manifest with the export's check against PyTorch: one utterance synthesized by both
     backends with the same phonemes, voice pack, speed and seed."""
-    from speech.tts.kokoro import SAMPLE_RATE
-    from speech.tts.kokoro_onnx import KokoroOnnxTts
-
     manifest.write(out)  # the engine reads it
     voice = sorted((out / "voices").glob("*.pt"))[0]
     style = torch.load(voice, map_location="cpu", weights_only=True)[len(_PROBE) - 1]

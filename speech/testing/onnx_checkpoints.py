@@ -14,9 +14,12 @@ import speech
 
 from speech.testing.checkpoints import build_cached
 
-#: The code an export depends on, relative to the ``speech`` package.
-_CONVERTER_FILES = ("convert/onnx_export.py", "convert/onnx_ctc.py", "convert/onnx_kokoro.py", "onnx_model.py",
-                    "asr/ctc_onnx.py", "tts/kokoro_onnx.py")
+#: The code an export depends on, relative to the ``speech`` package, by kind of source.
+_COMMON = ("convert/onnx_export.py", "onnx_model.py")
+_CONVERTER_FILES = {
+    "ctc": (*_COMMON, "convert/onnx_ctc.py", "asr/ctc_onnx.py"),
+    "kokoro": (*_COMMON, "convert/onnx_kokoro.py", "tts/kokoro_onnx.py"),  # the export checks itself with the engine
+}
 
 
 def onnx_export(root: str | Path, source: Path, *, quantize: str | None = None) -> Path:
@@ -33,7 +36,8 @@ def onnx_export(root: str | Path, source: Path, *, quantize: str | None = None) 
 def _version(source: Path) -> str:
     digest = hashlib.sha256()
     package = Path(speech.__file__).parent
-    for name in _CONVERTER_FILES:
+    kind = "kokoro" if (source / "voices").is_dir() else "ctc"
+    for name in _CONVERTER_FILES[kind]:
         digest.update((package / name).read_bytes())
     for marker in (".complete", "onnx_manifest.json"):  # the source's own build
         if (source / marker).is_file():

@@ -63,8 +63,6 @@ class KokoroOnnxTts:
 
     def synthesize_phonemes(self, phonemes: str, style: torch.Tensor, *, seed: int) -> np.ndarray:
         """One utterance: ``phonemes`` (Kokoro's alphabet), ``style`` ``[1, 256]`` -> float32 ``[samples]``."""
-        from speech.convert.onnx_kokoro import alignment_matrix
-
         ids = np.array([[0, *[self.vocab[p] for p in phonemes if p in self.vocab], 0]], np.int64)
         style_np = style.float().numpy().reshape(1, -1)
         durations, d, t_en = self.sessions[TEXT].run(
@@ -101,3 +99,12 @@ class KokoroOnnxTts:
         if voice not in self.packs:
             self.packs[voice] = torch.load(self.voice_files[voice], map_location="cpu", weights_only=True)
         return self.packs[voice]
+
+
+def alignment_matrix(durations: np.ndarray) -> np.ndarray:
+    """Token -> frame alignment, float32 ``[1, tokens, frames]``: token ``i`` holds ``durations[i]``
+    consecutive frames (what ``KModel.forward_with_tokens`` builds with ``repeat_interleave``)."""
+    tokens, frames = len(durations), int(durations.sum())
+    alignment = np.zeros((1, tokens, frames), np.float32)
+    alignment[0, np.repeat(np.arange(tokens), durations), np.arange(frames)] = 1.0
+    return alignment
