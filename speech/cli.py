@@ -181,7 +181,7 @@ def _add_convert(commands) -> None:
     onnx.add_argument("out_dir", metavar="OUT_DIR")
     onnx.add_argument(
         "--quantize", metavar="int8",
-        help="CTC models: dynamic int8 quantization of the matrix weights (smaller, faster on CPU, slightly different text)",
+        help="CTC models: dynamic int8 quantization of the matrix weights (about 3x smaller; slightly different text)",
     )
     onnx.add_argument("-v", "--verbose", action="store_true", help="show the traceback of a failure")
     onnx.set_defaults(handler=_convert_onnx)

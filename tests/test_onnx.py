@@ -106,8 +106,11 @@ def test_bad_onnx_inputs_get_one_line_and_exit_2(checkpoints, exports, tmp_path,
     # A processor that returns a mask the graph does not take.
     masked = tmp_path / "masked"
     shutil.copytree(exports["ctc-base"], masked)
-    config = json.loads((masked / "preprocessor_config.json").read_text())
-    (masked / "preprocessor_config.json").write_text(json.dumps({**config, "return_attention_mask": True}))
+    for name in ("preprocessor_config.json", "processor_config.json"):  # transformers 5 reads the nested one
+        config = json.loads((masked / name).read_text())
+        inner = config.get("feature_extractor", config)
+        inner["return_attention_mask"] = True
+        (masked / name).write_text(json.dumps(config))
     fails(["transcribe", str(SAMPLES), "-o", str(tmp_path / "o2"), "--model", str(masked)],
           "its graph takes ['input_values']", "returns attention_mask")
     fails(["transcribe", str(SAMPLES), "-o", str(tmp_path / "o3"), "--model", str(exports["ctc-xlsr"]), "--dtype", "bfloat16"],
