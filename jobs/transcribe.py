@@ -190,6 +190,7 @@ class RecognizeUnits:
             language=item.language or self.options.language,
             model=self.options.model,
             backend=self.recognizer.backend,
+            engine=self.recognizer.engine,
             error=item.error,
         )
         if isinstance(result, str):

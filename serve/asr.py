@@ -164,6 +164,7 @@ class Transcriber:
             language_probability=transcript.language_probability,
             model=model.options.model,
             backend=model.recognizer.backend,
+            engine=model.recognizer.engine,
             computed_s=transcript.computed_samples / model.front_end.sample_rate,
         )
         return AsrResult(row, batch_size)

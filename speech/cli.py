@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_voices(commands)
     _add_fixtures(commands)
     _add_export(commands)
+    _add_convert(commands)
     _add_bench(commands)
     _add_serve(commands)
     return parser
@@ -278,6 +279,57 @@ def _add_export(commands) -> None:
     p.set_defaults(handler=_export)
 
 
+def _add_convert(commands) -> None:
+    p = commands.add_parser(
+        "convert",
+        help="convert a model for another engine (ONNX Runtime)",
+        description="Write a model in another engine's format; `speech transcribe`, `speech synthesize` and "
+        "`speech serve` detect the result and run it there.",
+    )
+    formats = p.add_subparsers(title="formats", dest="format", required=True, metavar="{onnx}")
+    onnx = formats.add_parser(
+        "onnx",
+        help="export a CTC checkpoint or a Kokoro checkpoint to ONNX, for onnxruntime",
+        description=(
+            "Export MODEL to ONNX into the new directory OUT_DIR: a CTC checkpoint (hub id or directory, any "
+            "AutoModelForCTC: wav2vec2, XLSR, HuBERT) or a Kokoro checkpoint directory. OUT_DIR gets the graph(s), "
+            "the processor/tokenizer (or Kokoro config and voice packs) and onnx_manifest.json; pass it as --model "
+            "to `speech transcribe` / `speech synthesize` / `speech serve` to run it with onnxruntime. The export "
+            "is checked against PyTorch before it is written. MODEL may also be a float32 ONNX CTC export, to "
+            "quantize it."
+        ),
+        epilog="example: speech convert onnx facebook/wav2vec2-base-960h w2v-onnx --quantize int8",
+    )
+    onnx.add_argument("model", metavar="MODEL")
+    onnx.add_argument("out_dir", metavar="OUT_DIR")
+    onnx.add_argument(
+        "--quantize", metavar="int8",
+        help="CTC models: dynamic int8 quantization of the matrix weights (about 3x smaller; slightly different text)",
+    )
+    onnx.add_argument("-v", "--verbose", action="store_true", help="show the traceback of a failure")
+    onnx.set_defaults(handler=_convert_onnx)
+
+
+def _convert_onnx(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from speech.convert.onnx_export import ConvertError, convert_onnx
+
+    try:
+        manifest = convert_onnx(args.model, args.out_dir, quantize=args.quantize)
+    except (ConvertError, OSError, ValueError) as err:
+        if args.verbose:
+            raise
+        raise CliError(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__) from err
+    graphs = ", ".join(f"{g.file} ({', '.join(g.input_names)})" for g in manifest.graphs.values())
+    print(f"wrote {args.out_dir}: {manifest.kind} model {manifest.architecture}, {graphs}, opset {manifest.opset}, "
+          f"quantization {manifest.quantization or 'none (float32)'}")
+    for name, figures in manifest.verification.items():
+        print(f"  {name} vs {figures.get('against', 'pytorch')}: " + ", ".join(f"{k} {v}" for k, v in figures.items() if k != "against"))
+    return 0
+
+
 def _add_bench(commands) -> None:
     p = commands.add_parser(
         "bench",
@@ -328,6 +380,10 @@ def _add_bench_asr(kinds) -> None:
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=_positive, default=10, help="the memory run's corpus multiple (default 10)")
     p.add_argument(
+        "--engine", choices=("torch", "onnx"), default="torch",
+        help="onnx: also our job on the model's float32 and int8 ONNX exports (speech convert onnx), CTC only",
+    )
+    p.add_argument(
         "--repeat", type=_positive, default=1,
         help="rounds of the timed systems, run round-robin; each keeps its best (default 1; 2-3 on a busy machine)",
     )
@@ -352,6 +408,10 @@ def _add_bench_tts(kinds) -> None:
     p.add_argument("--utterances", type=_positive, help="corpus rows (default 24, quick 6)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--repeat", type=_positive, default=1, help="rounds of the systems, round-robin; each keeps its best (default 1)")
+    p.add_argument(
+        "--engine", choices=("torch", "onnx"), default="torch",
+        help="onnx (kokoro): also the model calls and our job on the model's ONNX export (speech convert onnx)",
+    )
     p.set_defaults(handler=_bench_tts)
 
 
@@ -413,7 +473,7 @@ def _bench_asr(args: argparse.Namespace) -> int:
     bench = asr.AsrBench(
         cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
         memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args), backend=args.backend,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=args.max_new_tokens, engine=args.engine,
     )
     return _run_bench(asr, bench, args)
 
@@ -423,7 +483,7 @@ def _bench_tts(args: argparse.Namespace) -> int:
 
     bench = tts.TtsBench(
         cache=_bench_cache(args), quick=args.quick, backend=args.backend, model=args.model, utterances=args.utterances,
-        threads=args.threads, repeat=args.repeat, work=_bench_work(args),
+        threads=args.threads, repeat=args.repeat, work=_bench_work(args), engine=args.engine,
     )
     return _run_bench(tts, bench, args)
 

@@ -58,6 +58,8 @@ TRANSCRIPT_SCHEMA = pa.schema(
         pa.field("reference", pa.string()),
         pa.field("model", pa.string()),  # model id or path as given by the user
         pa.field("backend", pa.string()),
+        # What ran the network: transformers (PyTorch), onnxruntime (an exported ONNX model), ...
+        pa.field("engine", pa.string()),
         # Seconds of audio the model computed on for this row, including its share of
         # batch padding and chunk overlap; duration_s / computed_s is padding efficiency.
         pa.field("computed_s", pa.float64()),
@@ -99,6 +101,7 @@ class TranscriptRow:
     reference: str | None = None
     model: str | None = None
     backend: str | None = None
+    engine: str | None = None
     computed_s: float | None = None
     error: str | None = None
 

@@ -14,7 +14,7 @@ from speech.bench.memory import TreeMemory
 from speech.cli import main
 from conftest import FIXTURES_DIR, run_bench
 
-SYSTEMS = ("ours", "naive", "unsorted", "ceiling", "ours_10x")
+SYSTEMS = ("ours", "naive", "unsorted", "ceiling", "ours_10x", "ours_onnx", "ours_onnx_int8")
 SCALE = 3  # memory run multiple, small to keep the test fast
 
 
@@ -53,9 +53,9 @@ def test_tree_memory_counts_grandchildren():
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
-    """``(report, printed table)`` of one quick run, shared by the tests below."""
+    """``(report, printed table)`` of one quick run (with the ONNX systems), shared by the tests below."""
     out = tmp_path_factory.mktemp("bench")
-    return run_bench(out, "asr", "--quick", "--files", "4", "--memory-scale", str(SCALE))
+    return run_bench(out, "asr", "--quick", "--files", "4", "--memory-scale", str(SCALE), "--engine", "onnx")
 
 
 def test_quick_report_has_every_figure(quick_report):
@@ -85,11 +85,23 @@ def test_every_system_ran_on_the_same_audio(quick_report):
     report, _ = quick_report
     corpus = report["settings"]["corpus"]
     assert corpus["files"] == 4
-    for name in ("ours", "naive", "unsorted", "ceiling"):
+    for name in ("ours", "naive", "unsorted", "ceiling", "ours_onnx", "ours_onnx_int8"):
         assert report["systems"][name]["files"] == 4, name
         assert report["systems"][name]["audio_s"] == pytest.approx(corpus["audio_s"], abs=0.05), name
     assert report["systems"]["ours_10x"]["files"] == 4 * SCALE
     assert report["systems"]["ours_10x"]["audio_s"] == pytest.approx(SCALE * corpus["audio_s"], abs=0.2)
+
+
+def test_onnx_systems_are_reported_against_pytorch(quick_report):
+    report, table = quick_report
+    rtfx, onnx = report["rtfx"], report["onnx"]
+    assert "ours on onnxruntime, float32 export" in table and "ONNX Runtime: float32 job / PyTorch ceiling" in table
+    assert onnx["float32_vs_ceiling"] == pytest.approx(rtfx["ours_onnx"] / rtfx["ceiling"], abs=2e-3)
+    assert onnx["int8_vs_ours"] == pytest.approx(rtfx["ours_onnx_int8"] / rtfx["ours"], abs=2e-3)
+    assert onnx["float32_cer_vs_pytorch"] <= 0.002  # the float32 export transcribes like PyTorch
+    assert 0 <= onnx["int8_cer_vs_float32"] < 1
+    assert report["settings"]["onnx_models"]["ours_onnx"].endswith("ctc-xlsr-onnx")
+    assert "ours on ONNX float32 / PyTorch ceiling RTFx" in {t["target"] for t in report["targets"]}
 
 
 def test_unsorted_padding_efficiency_is_the_corpus_order_figure(quick_report):

@@ -87,3 +87,15 @@ def test_unknown_model_fails_with_the_system_log(tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "ceiling failed" in err and "log.txt" in err
+
+
+def test_kokoro_onnx_mode_runs_beside_pytorch(tmp_path):
+    report, table = run_bench(tmp_path, "tts", "--quick", "--backend", "kokoro", "--engine", "onnx", "--utterances", "2")
+    assert set(report["systems"]) == {*SYSTEMS, "ceiling_onnx", "ours_onnx"}
+    assert "ours on onnxruntime" in table and "ONNX Runtime / PyTorch RTFx" in table
+    rtfx = report["rtfx"]
+    assert report["onnx_vs_torch"]["ceiling"] == pytest.approx(rtfx["ceiling_onnx"] / rtfx["ceiling"], abs=2e-3)
+    assert report["onnx_vs_torch"]["ours"] == pytest.approx(rtfx["ours_onnx"] / rtfx["ours"], abs=2e-3)
+    # Same durations from the text graph: every ONNX row has the PyTorch row's length.
+    assert report["checks"]["lengths_equal"], report["checks"]
+    assert report["checks"]["rows"]["ours_onnx"] == 2

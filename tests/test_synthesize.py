@@ -203,13 +203,13 @@ def test_kokoro_espeak_g2p_offline_and_batch_independent(kokoro):
 
 def test_kokoro_blend_is_the_weighted_average_of_the_packs(kokoro):
     front_end, model = kokoro
-    alpha, beta = (torch.load(Path(model.voice_files[name]), weights_only=True) for name in KOKORO_VOICES)
+    alpha, beta = (torch.load(Path(model.packs.files[name]), weights_only=True) for name in KOKORO_VOICES)
     blend = front_end.resolve_voice(f"{KOKORO_VOICES[0]}:7+{KOKORO_VOICES[1]}:3", 0)
     assert blend == f"{KOKORO_VOICES[0]}:0.7+{KOKORO_VOICES[1]}:0.3"  # weights normalized
-    assert torch.allclose(model._pack(blend), 0.7 * alpha + 0.3 * beta, atol=1e-7)
+    assert torch.allclose(model.packs.pack(blend), 0.7 * alpha + 0.3 * beta, atol=1e-7)
     # Equal weights are what KPipeline.load_voice("a,b") gives: the mean of the stacked packs.
     equal = front_end.resolve_voice("+".join(KOKORO_VOICES), 0)
-    assert torch.allclose(model._pack(equal), torch.mean(torch.stack([alpha, beta]), dim=0), atol=1e-7)
+    assert torch.allclose(model.packs.pack(equal), torch.mean(torch.stack([alpha, beta]), dim=0), atol=1e-7)
     for bad in (f"{KOKORO_VOICES[0]}:-1", f"{KOKORO_VOICES[0]}:x", f"{KOKORO_VOICES[0]}+zz_nobody"):
         with pytest.raises(TextError):
             front_end.resolve_voice(bad, 0)

@@ -53,6 +53,17 @@ def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Reco
 def _check_ctc(model: str, options: TranscribeOptions) -> None:
     if options.task != "transcribe":
         raise ValueError(f"task {options.task!r}: model {model!r} is a CTC model, which can only transcribe")
+    from speech.onnx_model import is_onnx_model
+
+    if is_onnx_model(model):  # exported by `speech convert onnx`: runs on onnxruntime
+        from transformers import AutoFeatureExtractor
+
+        from speech.asr.ctc_onnx import check_ctc_model
+
+        if options.dtype != "float32":
+            raise ValueError(f"dtype {options.dtype}: ONNX model {model} runs at the precision it was exported with; use dtype float32")
+        attention_mask = bool(AutoFeatureExtractor.from_pretrained(model).return_attention_mask)
+        check_ctc_model(model, attention_mask=attention_mask)
 
 
 def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
@@ -104,7 +115,8 @@ def _backend_name(config: PretrainedConfig) -> str | None:
 
 
 def detect_backend(model: str, options: TranscribeOptions | None = None) -> str:
-    """``"whisper"`` for a Whisper checkpoint, ``"ctc"`` for one naming a ``*ForCTC`` architecture.
+    """``"whisper"`` for a Whisper checkpoint, ``"ctc"`` for one naming a ``*ForCTC`` architecture
+    (a directory exported by ``speech convert onnx`` is the CTC backend on onnxruntime).
 
     Reads only configs (no weights), so the driver can reject a bad model - or, given
     ``options``, options the model cannot honour (a language it does not know, word

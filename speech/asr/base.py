@@ -80,6 +80,7 @@ class Recognizer(Protocol):
     """Network half: windows -> transcripts."""
 
     backend: str  # short name recorded in every output row
+    engine: str  # what runs the network, recorded beside it: "transformers", "onnxruntime", ...
 
     def transcribe(
         self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None

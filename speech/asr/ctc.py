@@ -10,7 +10,7 @@ stride-trimmed stitching, word timings from the frame alignment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -85,10 +85,16 @@ class _Alignment:
 class CtcRecognizer:
     """Runs a CTC model over windows in length-bucketed batches and decodes greedily.
 
+    The network runs on one of two engines, picked from ``model``: a transformers checkpoint
+    runs in PyTorch (``engine`` ``"transformers"``), a directory written by ``speech convert
+    onnx`` in onnxruntime (``"onnxruntime"``, see :mod:`speech.asr.ctc_onnx`). Everything
+    around the forward pass (batching, stitching, decoding, confidences, word timings) is
+    this class's, the same for both.
+
     Args:
         model: hub id or local directory with the model and its tokenizer.
         device: torch device string, e.g. ``"cpu"`` or ``"cuda"``.
-        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"``.
+        dtype: ``"float32"``, ``"float16"`` or ``"bfloat16"`` (ONNX models: ``"float32"``).
         batch_seconds: padded audio seconds per forward pass.
         strict_padding: for models without attention masks, never pad (batch only
             equal-length windows), since padding changes their output.
@@ -105,9 +111,6 @@ class CtcRecognizer:
         batch_seconds: float = 10.0,
         strict_padding: bool = True,
     ):
-        self.device = torch.device(device)
-        self.dtype = TORCH_DTYPES[dtype]
-        self.model = AutoModelForCTC.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         feature_extractor = AutoFeatureExtractor.from_pretrained(model)
         self.sample_rate = int(feature_extractor.sampling_rate)
@@ -115,7 +118,9 @@ class CtcRecognizer:
         # The feature extractor says whether the model was trained to take a mask
         # (XLSR-style layer-norm models) or not (wav2vec2-base style group norm).
         self.uses_attention_mask = bool(feature_extractor.return_attention_mask)
-        self.ratio = int(self.model.config.inputs_to_logits_ratio)
+        self.network = _network(model, device=device, dtype=dtype, attention_mask=self.uses_attention_mask)
+        self.engine = self.network.engine
+        self.ratio = int(AutoConfig.from_pretrained(model).inputs_to_logits_ratio)
         self.frame_s = self.ratio / self.sample_rate
         self.batch_samples = int(batch_seconds * self.sample_rate)
         self.exact_lengths = strict_padding and not self.uses_attention_mask
@@ -147,15 +152,13 @@ class CtcRecognizer:
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[_Alignment]:
-        inputs, kwargs, lengths = padded_inputs(
-            features, self.padding_value, attention_mask=self.uses_attention_mask, device=self.device, dtype=self.dtype
-        )
-        logits = self.model(inputs, **kwargs).logits  # [batch, frames, vocab]
+        padded, mask, lengths = padded_batch(features, self.padding_value, attention_mask=self.uses_attention_mask)
+        logits = self.network.logits(padded, mask)  # [batch, frames, vocab]
         # Argmax of the logits themselves, as transformers decodes; the posterior of
         # the chosen token is the confidence.
         ids = logits.argmax(dim=-1)
         probs = logits.float().softmax(dim=-1).amax(dim=-1)
-        frames = self.model._get_feat_extract_output_lengths(torch.from_numpy(lengths)).tolist()
+        frames = self.network.frames(lengths)
         return [
             _Alignment(ids[b, :n].cpu().numpy(), probs[b, :n].cpu().numpy(), np.arange(n) * self.frame_s)
             for b, n in enumerate(frames)
@@ -210,17 +213,68 @@ class CtcRecognizer:
         return _Alignment(np.concatenate(ids), np.concatenate(probs), np.concatenate(times))
 
 
-def padded_inputs(
-    features: list[np.ndarray], padding_value: float, *, attention_mask: bool, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, dict, np.ndarray]:
-    """1-D model inputs padded into ``[batch, samples]`` on ``device``, the forward's keyword
-    arguments (the attention mask, for models that take one) and the int64 lengths ``[batch]``."""
+def padded_batch(
+    features: list[np.ndarray], padding_value: float, *, attention_mask: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """1-D model inputs padded into float32 ``[batch, samples]``, the bool mask ``[batch,
+    samples]`` (True on real samples) for models that take one (else None), and the int64
+    lengths ``[batch]``: what every engine's forward receives."""
     padded, lengths = pad(features, padding_value)
-    kwargs = {}
-    if attention_mask:
-        mask = torch.arange(padded.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]
-        kwargs["attention_mask"] = mask.to(device)
-    return torch.from_numpy(padded).to(device, dtype), kwargs, lengths
+    mask = np.arange(padded.shape[1])[None, :] < lengths[:, None] if attention_mask else None
+    return padded, mask, lengths
+
+
+def torch_inputs(
+    padded: np.ndarray, mask: np.ndarray | None, *, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict]:
+    """A :func:`padded_batch` as a PyTorch forward's input tensor and keyword arguments."""
+    kwargs = {} if mask is None else {"attention_mask": torch.from_numpy(mask).to(device)}
+    return torch.from_numpy(padded).to(device, dtype), kwargs
+
+
+class CtcNetwork(Protocol):
+    """The forward pass of a CTC model on one engine: padded waveforms in, logits out."""
+
+    engine: str  # recorded in every output row
+
+    def logits(self, padded: np.ndarray, mask: np.ndarray | None) -> torch.Tensor:
+        """``padded``: float32 ``[batch, samples]``; ``mask``: bool ``[batch, samples]`` (True on
+        real samples) for models that take one, else None. Returns ``[batch, frames, vocab]``."""
+        ...
+
+    def frames(self, lengths: np.ndarray) -> list[int]:
+        """Output frames of inputs of ``lengths`` samples (int64 ``[batch]``)."""
+        ...
+
+
+class TorchCtcNetwork:
+    """A transformers ``AutoModelForCTC`` in PyTorch."""
+
+    engine = "transformers"
+
+    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "float32"):
+        self.device = torch.device(device)
+        self.dtype = TORCH_DTYPES[dtype]
+        self.model = AutoModelForCTC.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
+
+    @torch.inference_mode()
+    def logits(self, padded: np.ndarray, mask: np.ndarray | None) -> torch.Tensor:
+        inputs, kwargs = torch_inputs(padded, mask, device=self.device, dtype=self.dtype)
+        return self.model(inputs, **kwargs).logits
+
+    def frames(self, lengths: np.ndarray) -> list[int]:
+        return self.model._get_feat_extract_output_lengths(torch.from_numpy(lengths)).tolist()
+
+
+def _network(model: str, *, device: str, dtype: str, attention_mask: bool) -> CtcNetwork:
+    """The engine ``model`` asks for: onnxruntime for an exported directory, else PyTorch."""
+    from speech.onnx_model import is_onnx_model
+
+    if is_onnx_model(model):
+        from speech.asr.ctc_onnx import OnnxCtcNetwork
+
+        return OnnxCtcNetwork(model, device=device, dtype=dtype, attention_mask=attention_mask)
+    return TorchCtcNetwork(model, device=device, dtype=dtype)
 
 
 def _aligned(samples: float, align: int) -> int:

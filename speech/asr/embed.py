@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelF
 
 from speech.asr import ModelError, _first_line
 from speech.asr.base import Window
-from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd, padded_inputs
+from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd, padded_batch, torch_inputs
 from speech.batching import run_batches
 from speech.options import EmbedOptions
 
@@ -176,9 +176,8 @@ class Embedder:
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[np.ndarray]:
-        inputs, kwargs, lengths = padded_inputs(
-            features, self.padding_value, attention_mask=self.uses_attention_mask, device=self.device, dtype=self.dtype
-        )
+        padded, mask, lengths = padded_batch(features, self.padding_value, attention_mask=self.uses_attention_mask)
+        inputs, kwargs = torch_inputs(padded, mask, device=self.device, dtype=self.dtype)
         hidden_states = self.model(inputs, output_hidden_states=True, **kwargs).hidden_states
         selected = hidden_states if self.layer is None else (hidden_states[self.layer],)
         stacked = torch.stack(selected, dim=1).float().cpu().numpy()  # [batch, layers, frames, hidden]

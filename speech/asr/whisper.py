@@ -169,6 +169,7 @@ class WhisperRecognizer:
     """
 
     backend = "whisper"
+    engine = "transformers"
 
     def __init__(
         self,

@@ -7,7 +7,9 @@ Systems (each in its own subprocess, see :mod:`speech.bench.systems`):
 * ``unsorted``: the same pipeline, 16 files per batch in corpus order;
 * ``ceiling``: the bare network on pre-decoded, sorted, padded tensors at the best budget;
 * ``ours_10x``: our job on the corpus listed 10 times, for its peak memory;
-* ``profile``: our job's stages run serially and timed, to show where the time goes.
+* ``profile``: our job's stages run serially and timed, to show where the time goes;
+* with ``engine="onnx"``, ``ours_onnx`` and ``ours_onnx_int8``: our job on the model exported by
+  ``speech convert onnx`` (float32, int8), run with onnxruntime (:mod:`speech.bench.onnx_engine`).
 
 ``backend="whisper"`` benchmarks a Whisper model instead (see :mod:`speech.bench.whisper`):
 ``ours``, ``naive``, ``unsorted``, ``faster_whisper`` (faster-whisper's batched pipeline on the
@@ -27,9 +29,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from speech.bench import onnx_engine
 from speech.bench.corpus import CorpusSpec, build_corpus, repeat_manifest
 from speech.bench.report import count_parameters, load_average, machine, machine_line
-from speech.bench.systems import TEXTS_FILE, Job, run_system
+from speech.bench.systems import TEXTS_FILE, BenchError, Job, run_system
 
 #: Systems timed against each other (run round-robin when repeated).
 _SPEED_SYSTEMS = ("ceiling", "ours", "naive", "unsorted")
@@ -55,6 +58,7 @@ _WHISPER_SYSTEMS = {
     "unsorted": "unsorted",
     "faster_whisper": "faster_whisper",
 }
+_LABELS.update(onnx_engine.ASR_LABELS)
 _WHISPER_LABELS = {**_LABELS, "ceiling": "ceiling: encoder + greedy generate, batched"}
 
 
@@ -72,6 +76,7 @@ class AsrBench:
     work: Path | None = None  # scratch directory; None: a temporary one, removed afterwards
     backend: str = "ctc"  # "ctc" or "whisper": which model family, and so which systems
     max_new_tokens: int = 48  # whisper: tokens every system generates per 30 s window (greedy)
+    engine: str = "torch"  # "onnx": also our job on the model's float32 and int8 ONNX exports (CTC)
 
 
 def run(bench: AsrBench, progress=print) -> dict:
@@ -86,30 +91,42 @@ def run(bench: AsrBench, progress=print) -> dict:
     work = Path(bench.work) if bench.work else Path(tempfile.mkdtemp(prefix="speech-bench-asr-"))
     work.mkdir(parents=True, exist_ok=True)
     base = Job(system="", model=str(model), manifest=str(corpus.manifest), threads=bench.threads, work_dir="")
+    if bench.backend == "whisper" and bench.engine != "torch":
+        raise BenchError(f"--engine {bench.engine} runs CTC models only; Whisper's other engine is CTranslate2")
     if bench.backend == "whisper":
         report = _run_whisper(bench, model, corpus, base, work, progress, machine_before)
         if not bench.work:
             shutil.rmtree(work)
         return report
+    if bench.engine not in ("torch", "onnx"):
+        raise ValueError(f"engine {bench.engine!r}: expected 'torch' or 'onnx'")
     if bench.quick:
         base = replace(base, budgets_s=[0.0, 10.0], sweep_share=1.0)
     larger = repeat_manifest(corpus, bench.memory_scale, work / "manifest-larger.jsonl")
+    models = {name: str(model) for name in _SPEED_SYSTEMS}
+    if bench.engine == "onnx":
+        converted = onnx_engine.exports(bench.cache, model, int8=True)
+        models.update({name: str(converted[q]) for name, q in onnx_engine.ASR_SYSTEMS.items()})
     # The speed systems run round-robin, `repeat` rounds, and each keeps its best round: load
     # from other work on a shared machine only ever slows a run down, and round-robin spreads
     # a slow spell over all systems instead of one.
-    schedule = [(name, r) for r in range(bench.repeat) for name in _SPEED_SYSTEMS]
+    schedule = [(name, r) for r in range(bench.repeat) for name in models]
     schedule += [("profile", 0), ("ours_10x", 0)]  # last: the longest run
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
     for name, round_ in schedule:
-        job = replace(base, manifest=str(larger)) if name == "ours_10x" else base
-        system = "ours" if name == "ours_10x" else name
+        job = replace(base, manifest=str(larger)) if name == "ours_10x" else replace(base, model=models.get(name, str(model)))
+        system = "ours" if name in ("ours_10x", *onnx_engine.ASR_SYSTEMS) else name
         figures = run_system(replace(job, system=system, work_dir=str(work / f"{name}-{round_}")))
         figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
         runs.setdefault(name, []).append(figures)
         progress(f"  {name:<10} {figures['audio_s']:8.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.2f}")
     results = {name: _best(figures) for name, figures in runs.items()}
     report = _report(bench, model, corpus, results, machine_before, time.perf_counter() - started)
+    if bench.engine == "onnx":
+        report["onnx"] = onnx_engine.asr_figures(report["rtfx"], work)
+        report["settings"]["onnx_models"] = {name: models[name] for name in onnx_engine.ASR_SYSTEMS}
+        report["targets"].append(onnx_engine.asr_target(report["onnx"]))
     if not bench.work:
         shutil.rmtree(work)  # on failure it stays: the error names a log inside it
     return report
@@ -226,6 +243,12 @@ def format_table(report: dict) -> str:
         )
     lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
     lines += [f"| {t['target']} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]]
+    if "onnx" in report:
+        o = report["onnx"]
+        lines += ["", f"ONNX Runtime: float32 job / PyTorch ceiling {o['float32_vs_ceiling']:.3f}, int8 job / ceiling "
+                      f"{o['int8_vs_ceiling']:.3f}; vs our PyTorch job {o['float32_vs_ours']:.3f} / {o['int8_vs_ours']:.3f}. "
+                      f"Mean CER: float32 vs PyTorch {o['float32_cer_vs_pytorch']:.4f}, int8 vs float32 "
+                      f"{o['int8_cer_vs_float32']:.4f}, int8 vs PyTorch {o['int8_cer_vs_pytorch']:.4f}."]
     profile = report["profile"]
     lines += ["", f"Profile (our stages run serially in one process, {profile['serial_s']:.1f} s; "
                   f"the Ray job took {profile['ours_wall_s']:.1f} s):", "", "| stage | seconds | share |", "|---|---:|---:|"]

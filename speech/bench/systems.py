@@ -262,7 +262,7 @@ def profile(job: Job) -> dict:
 
     front_end = timed("load model", load_front_end, job.model, options)
     recognizer = timed("load model", load_recognizer, job.model, options, "cpu")
-    forward_s = _hook_forward_time(recognizer.model)
+    forward_s = _hook_forward_time(recognizer.network.model)
     rate = front_end.sample_rate
     paths = _paths(job)
     durations = [timed("probe headers", lambda p: probe(p).duration_s, p) for p in paths]
@@ -278,7 +278,7 @@ def profile(job: Job) -> dict:
             rows.append(TranscriptRow(id=str(i), path=paths[i], duration_s=len(audio[i]) / rate, text=transcript.text,
                                       confidence=transcript.confidence, words=transcript.words,
                                       computed_s=transcript.computed_samples / rate, model=job.model,
-                                      backend=recognizer.backend))
+                                      backend=recognizer.backend, engine=recognizer.engine))
     timed("write parquet", lambda: pq.write_table(transcripts_table(rows), Path(job.work_dir) / "profile.parquet"))
     stages["network forward"] = forward_s[0]
     stages["pad + CTC decode + words"] = stages.pop("recognize") - forward_s[0]

@@ -5,7 +5,9 @@ Systems (each in its own subprocess, see :mod:`speech.bench.tts_systems`):
 * ``ours``: the ``speech synthesize`` job on a local Ray;
 * ``loop``: the same backend class loaded once in one process, one utterance per model call,
   writing the same files;
-* ``ceiling``: the backend's model calls alone (one batched call over the whole corpus, no I/O).
+* ``ceiling``: the backend's model calls alone (one batched call over the whole corpus, no I/O);
+* with ``engine="onnx"`` (Kokoro), ``ceiling_onnx`` and ``ours_onnx``: the same two on the model
+  exported by ``speech convert onnx``, run with onnxruntime (:mod:`speech.bench.onnx_engine`).
 
 What batching can win depends on the backend: ChatTTS batches its DVAE decoder and Vocos but
 samples its GPT one utterance at a time; VITS and Kokoro run one utterance per forward, so
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speech.bench import onnx_engine
 from speech.bench.report import count_parameters, load_average, machine, machine_line
 from speech.bench.systems import BenchError, run_system
 from speech.bench.tts_systems import TtsJob
@@ -56,6 +59,7 @@ _LABELS = {
     "ours": "ours: speech synthesize (Ray, batched)",
     "loop": "loop: same backend, 1 utterance per call",
     "ceiling": "ceiling: model calls only, batched, no I/O",
+    **onnx_engine.TTS_LABELS,
 }
 
 #: Words of the generated corpus: common English words in lower-case ASCII, which every
@@ -94,6 +98,7 @@ class TtsBench:
     threads: int = 2  # torch threads of every system
     repeat: int = 1  # rounds of the systems, round-robin; each system's best round is reported
     work: Path | None = None  # scratch directory; None: a temporary one, removed afterwards
+    engine: str = "torch"  # "onnx" (kokoro): also the model calls and our job on its ONNX export
 
 
 def run(bench: TtsBench, progress=print) -> dict:
@@ -110,13 +115,20 @@ def run(bench: TtsBench, progress=print) -> dict:
     if bench.backend == "chattts":
         options.update(_CHATTTS_SAMPLING, max_new_tokens=_MAX_NEW_TOKENS[bench.quick])
     base = TtsJob(system="", corpus=str(corpus["path"]), threads=bench.threads, work_dir="", options=options)
+    systems = {name: options for name in _SYSTEMS}
+    if bench.engine == "onnx":
+        if bench.backend != "kokoro":
+            raise BenchError(f"--engine onnx runs Kokoro only, not {bench.backend}")
+        exported = {**options, "model": str(onnx_engine.exports(bench.cache, model, int8=False)[None])}
+        systems.update({name: exported for name in onnx_engine.TTS_SYSTEMS})
     # Round-robin rounds, each system keeping its best: load from other work on a shared
     # machine only ever slows a run down, and round-robin spreads a slow spell over all systems.
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
     for round_ in range(bench.repeat):
-        for name in _SYSTEMS:
-            job = replace(base, system=name, work_dir=str(work / f"{name}-{round_}"))
+        for name, system_options in systems.items():
+            system = name.removesuffix("_onnx")
+            job = replace(base, system=system, work_dir=str(work / f"{name}-{round_}"), options=system_options)
             figures = run_system(job, module="speech.bench.tts_systems")
             figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
             runs.setdefault(name, []).append(figures)
@@ -124,6 +136,9 @@ def run(bench: TtsBench, progress=print) -> dict:
     results = {name: _best(figures) for name, figures in runs.items()}
     checks = _checks(results)
     report = _report(bench, model, corpus, options, results, checks, load_before, time.perf_counter() - started)
+    if bench.engine == "onnx":
+        report["onnx_vs_torch"] = onnx_engine.tts_figures(report["rtfx"])
+        report["settings"]["onnx_model"] = systems["ours_onnx"]["model"]
     if not bench.work:
         shutil.rmtree(work)  # on failure it stays: the error names a log inside it
     return report
@@ -216,7 +231,7 @@ def _report(bench: TtsBench, model: Path, corpus: dict, options: dict, results: 
             load_before: dict, seconds: float) -> dict:
     characters = corpus["characters"]
     systems = {}
-    for name in _SYSTEMS:
+    for name in results:
         figures = {k: v for k, v in results[name].items() if k != "samples"}
         figures["chars_per_s"] = round(characters / figures["wall_s"], 2)
         systems[name] = figures
@@ -277,6 +292,8 @@ def format_table(report: dict) -> str:
         f"loop's time in model calls: {report['loop_model_share']:.1%}.",
         f"Checks: every system wrote {checks['rows']['loop']} rows ({checks['pieces']['loop']} pieces); "
         + ("audio lengths equal row by row." if checks["lengths_equal"] else f"{mismatches} row lengths DIFFER: {checks['mismatched_ids']}."),
+        *([f"ONNX Runtime / PyTorch RTFx: model calls {report['onnx_vs_torch']['ceiling']:.3f}, "
+           f"our job {report['onnx_vs_torch']['ours']:.3f}."] if "onnx_vs_torch" in report else []),
         "",
         f"Backend: {s['backend']}, {s['model_parameters'] / 1e6:.1f}M parameters ({Path(s['model']).name}); options "
         f"{json.dumps(s['options'])}; corpus: {corpus['rows']} rows, {corpus['characters']} characters, "

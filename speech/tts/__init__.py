@@ -73,6 +73,12 @@ def _kokoro_front_end(model: str, options: SynthesizeOptions, max_piece_chars: i
 
 
 def _kokoro_model(model: str, options: SynthesizeOptions, device: str) -> TtsModel:
+    from speech.onnx_model import is_onnx_model
+
+    if is_onnx_model(model):  # exported by `speech convert onnx`: runs on onnxruntime
+        from speech.tts.kokoro_onnx import KokoroOnnxTts
+
+        return KokoroOnnxTts(model, device=device)
     from speech.tts.kokoro import KokoroTts
 
     return KokoroTts(model, device=device)

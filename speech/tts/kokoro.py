@@ -74,6 +74,29 @@ def _vocab(model: str | Path) -> tuple[dict[str, int], int]:
     return config["vocab"], int(config["plbert"]["max_position_embeddings"])
 
 
+class VoicePacks:
+    """A Kokoro checkpoint's voice packs, loaded on first use; both engines style utterances with it."""
+
+    def __init__(self, model: str | Path):
+        self.files = _voices(model)
+        self.packs: dict[str, torch.Tensor] = {}
+
+    def style(self, voice: str, phonemes: int) -> torch.Tensor:
+        """The style vector ``[1, 256]`` of ``voice`` for an utterance of ``phonemes`` phonemes:
+        a pack holds one vector per phoneme count, as Kokoro's KPipeline indexes it."""
+        return self.pack(voice)[phonemes - 1]
+
+    def pack(self, voice: str) -> torch.Tensor:
+        """The voice's pack ``[510, 1, 256]``; a blend's is the weighted sum of its packs."""
+        if voice not in self.packs:
+            blend = parse_blend(voice)
+            if len(blend) == 1:
+                self.packs[voice] = torch.load(self.files[voice], map_location="cpu", weights_only=True)
+            else:
+                self.packs[voice] = sum(weight * self.pack(name) for name, weight in blend)
+        return self.packs[voice]
+
+
 class KokoroFrontEnd:
     """Voice packs by name, G2P per language, phoneme checks against the model's vocabulary."""
 
@@ -187,8 +210,7 @@ class KokoroTts:
         # With both config and weights given, KModel reads only local files.
         self.model = KModel(repo_id="hexgrad/Kokoro-82M", config=str(Path(model) / "config.json"), model=str(weights[0]))
         self.model = self.model.to(self.device).eval()
-        self.voice_files = _voices(model)
-        self.packs: dict[str, torch.Tensor] = {}
+        self.packs = VoicePacks(model)
 
     @torch.no_grad()
     def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
@@ -197,19 +219,10 @@ class KokoroTts:
         waveforms = []
         for utterance in utterances:
             # A pack holds one style vector per phoneme count, as KPipeline indexes it.
-            style = self._pack(utterance.voice)[len(utterance.inputs) - 1]
+            style = self.packs.style(utterance.voice, len(utterance.inputs))
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(utterance.seed)
                 audio = self.model(utterance.inputs, style, 1.0 if utterance.speed is None else utterance.speed)
             waveforms.append(audio.float().cpu().numpy().reshape(-1))
         return waveforms
 
-    def _pack(self, voice: str) -> torch.Tensor:
-        """The voice's pack ``[510, 1, 256]``; a blend's is the weighted sum of its packs."""
-        if voice not in self.packs:
-            blend = parse_blend(voice)
-            if len(blend) == 1:
-                self.packs[voice] = torch.load(self.voice_files[voice], map_location="cpu", weights_only=True)
-            else:
-                self.packs[voice] = sum(weight * self._pack(name) for name, weight in blend)
-        return self.packs[voice]

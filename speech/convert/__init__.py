@@ -1,0 +1,1 @@
+"""Model format converters (``speech convert``): write a model in another engine's format."""
