@@ -87,7 +87,7 @@ class _GaAudio(_Fields):
 class _GaSession(_Fields):
     type: str
     audio: _GaAudio | None = None
-    include: list[str] | None = Field(None, max_length=0)  # log probabilities are not supported
+    include: list[str] | None = None
 
 
 class _BetaSession(_Fields):
@@ -95,7 +95,7 @@ class _BetaSession(_Fields):
     input_audio_transcription: _Transcription | None = None
     turn_detection: dict[str, Any] | None = None
     input_audio_noise_reduction: None = None
-    include: list[str] | None = Field(None, max_length=0)
+    include: list[str] | None = None
     modalities: list[Literal["text"]] | None = None
 
 
@@ -125,6 +125,9 @@ def session_update(event: dict[str, Any], current: SessionConfig) -> SessionConf
             has_vad, has_format = "turn_detection" in audio.model_fields_set, "format" in audio.model_fields_set
     except ValidationError as err:
         raise _invalid(err, "session") from err
+    if parsed.include:
+        raise ProtocolError("invalid_value", f"include {parsed.include}: log probabilities are not supported by this "
+                            "server's models", param="session.include")
     if has_format:
         _check_format(audio_format, beta)
     config = current

@@ -122,7 +122,8 @@ def validated(raw: bytes | str) -> dict:
         transcription = dict(event["session"]["input_audio_transcription"])
         assert isinstance(transcription.pop("model"), str)
         InputAudioTranscription.model_validate(transcription, strict=True)
-        TurnDetection.model_validate(event["session"]["turn_detection"], strict=True)
+        if event["session"]["turn_detection"] is not None:
+            TurnDetection.model_validate(event["session"]["turn_detection"], strict=True)
         assert event["event_id"] and event["session"]["input_audio_format"] == "pcm16"
     else:
         _GA_EVENTS[event["type"]].model_validate(event, strict=True)
@@ -311,6 +312,32 @@ def test_the_older_transcription_session_update_is_accepted(server, offline):
     assert record.transcripts() and cer(record.transcripts()[0], offline("ctc-xlsr", pcm16(ENGLISH[0]))) <= 0.02
 
 
+def test_a_session_update_changes_only_what_it_names():
+    from dataclasses import replace
+
+    from serve.realtime_events import SessionConfig, session_update
+    from speech.asr.live import TurnDetection as Vad
+
+    config = SessionConfig(model="a", language="en", turn_detection=Vad())
+
+    def update(session: dict, kind: str = "session.update") -> SessionConfig:
+        return session_update({"type": kind, "session": session}, config)
+
+    def ga(**audio_input) -> dict:
+        return {"type": "transcription", "audio": {"input": audio_input}}
+
+    assert update({"type": "transcription"}) == config
+    assert update(ga(transcription={"model": "b"})) == replace(config, model="b")
+    assert update(ga(transcription={"language": None})) == replace(config, language=None)
+    assert update(ga(turn_detection=None)) == replace(config, turn_detection=None)
+    assert update(ga(turn_detection={"type": "server_vad", "silence_duration_ms": 200})).turn_detection == Vad(
+        silence_duration_ms=200)
+    assert update(ga(format={"type": "audio/pcm"})) == config  # the rate defaults to 24 kHz
+    older = update({"input_audio_format": "pcm16", "input_audio_transcription": {"language": "ko"}},
+                   "transcription_session.update")
+    assert older == replace(config, language="ko")
+
+
 # --- bad input -----------------------------------------------------------------------------
 
 GOOD_AUDIO = base64.b64encode(pcm16(ENGLISH[0]).tobytes()).decode()
@@ -340,6 +367,9 @@ BAD_EVENTS = {
         "session.audio.input.transcription.language"),
     "prompt": ({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
         "transcription": {"prompt": "names"}}}}}, "invalid_value", "session.audio.input.transcription.prompt"),
+    "log probabilities": ({"type": "session.update", "session": {
+        "type": "transcription", "include": ["item.input_audio_transcription.logprobs"]}}, "invalid_value",
+        "session.include"),
     "unknown field": ({"type": "session.update", "session": {"type": "transcription", "voice": "alloy"}},
                       "invalid_value", "session.voice"),
     "unknown event": ({"type": "response.create"}, "unknown_event", "type"),
