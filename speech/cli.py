@@ -441,7 +441,8 @@ def _add_serve(commands) -> None:
         description=(
             "Run the Ray Serve app of --config (a Serve config file; `serve run` takes the same file) "
             "until Ctrl-C: POST /v1/audio/transcriptions, /v1/audio/translations, /v1/audio/speech, "
-            "GET /v1/models, /health. Model flags replace the config's models: exactly the given ones "
+            "GET /v1/models, /health; live transcription over the WebSocket /v1/realtime?intent=transcription; "
+            "a page to try every model at /. Model flags replace the config's models: exactly the given ones "
             "are served, the first of each kind being the default. Uses $RAY_ADDRESS when set, else "
             "starts a local Ray."
         ),
