@@ -12,6 +12,8 @@ setup: .venv/.installed
 	# The page's browser test (tests/test_live.py) drives Debian's headless Chromium with chromedriver.
 	(command -v chromium && command -v chromedriver) >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+	# The fine-tuning tests speak their training words with espeak-ng.
+	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
 	python3.11 -m venv .venv
 	# pip reads this machine's local wheel copies; torch 2.14.1 comes from there.
 	.venv/bin/pip install -q -e '.[test]'

@@ -4,7 +4,7 @@
 (CPU head, GPU and CPU worker groups, model cache, credentials). From its ``spec`` and from
 ``configs/`` this script writes, next to it:
 
-``rayjob-transcribe.yaml``, ``rayjob-synthesize.yaml``
+``rayjob-transcribe.yaml``, ``rayjob-synthesize.yaml``, ``rayjob-embed.yaml``, ``rayjob-finetune.yaml``
     RayJobs: a cluster of that spec, the ``speech`` CLI as entrypoint with a config from
     ``configs/`` (baked into the image at :data:`IMAGE_APP_DIR`), deleted when the job ends.
 ``rayservice.yaml``
@@ -40,6 +40,20 @@ _JOBS = {
         "speech-synthesize",
         ["speech", "synthesize", "s3://speech-corpora/example/texts.jsonl", "-o", "s3://speech-outputs/datasets/example",
          "--config", f"{IMAGE_APP_DIR}/configs/synthesize.yaml"],
+    ),
+    # configs/embed.yaml and finetune.yaml are written for one machine; the flags put the work on
+    # the GPU workers: two embedding replicas per GPU in half precision, four training workers.
+    "rayjob-embed.yaml": (
+        "speech-embed",
+        ["speech", "embed", "s3://speech-corpora/example/audio/", "-o", "s3://speech-outputs/embeddings/example",
+         "--config", f"{IMAGE_APP_DIR}/configs/embed.yaml",
+         "--actors", "1:8", "--gpus-per-actor", "0.5", "--dtype", "float16", "--prepare-actors", "4"],
+    ),
+    "rayjob-finetune.yaml": (
+        "speech-finetune",
+        ["speech", "finetune", "s3://speech-corpora/example/train.jsonl", "--eval", "s3://speech-corpora/example/dev.jsonl",
+         "-o", "s3://speech-outputs/finetune/example", "--config", f"{IMAGE_APP_DIR}/configs/finetune.yaml",
+         "--workers", "4", "--gpus-per-worker", "1", "--cpus-per-worker", "4", "--batch-seconds", "200"],
     ),
 }
 

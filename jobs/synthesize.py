@@ -42,8 +42,8 @@ from speech.options import SynthesizeOptions
 from speech.schema import SYNTHESIS_SCHEMA, SynthesisRow, synthesis_table
 from speech.text import TextError
 from speech.text.corpus import read_corpus
-from speech.tts import detect_backend, load_front_end, load_model
-from speech.tts.frontend import join_pieces, prepare_row
+from speech.tts import check_options, load_front_end, load_model
+from speech.tts.frontend import deal_voices, join_pieces, prepare_row
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,10 @@ _MAX_ID_PART = 200  # characters per path component of an id
 _PAYLOAD = "payload"  # pickled list[Utterance] from the front end
 _SAMPLES = "samples"  # float32 waveform bytes from the model
 _SAMPLE_RATE = "sample_rate"
+#: What the front end stage adds to ``id`` and ``text``, with types; the model stage passes it on.
+_PREPARED = {"voice": pa.string(), "seed": pa.int64(), "language": pa.string(), "speed": pa.float64(),
+             "text_normalized": pa.string(), "unknown_chars": pa.string(), _PAYLOAD: pa.binary(), "error": pa.string()}
+_PASSED = ("id", "text", "voice", "seed", "language", "speed", "text_normalized", "unknown_chars")
 
 
 def audio_name(row_id: str, fmt: str) -> str:
@@ -82,42 +86,33 @@ class PrepareRows:
         self.front_end = load_front_end(options)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        payloads, errors, voices, seeds, languages = [], [], [], [], []
+        options = self.options
+        columns: dict[str, list] = {name: [] for name in _PREPARED}
         for row in batch.to_pylist():
-            seed = self.options.seed if row["seed"] is None else int(row["seed"])
-            language = row["language"] or self.options.language
-            voice = row["voice"] or self.options.voice
+            seed = options.seed if row["seed"] is None else int(row["seed"])
+            language = row["language"] or options.language
+            voice = row["voice"] or options.voice
+            speed = options.speed if row["speed"] is None else row["speed"]
+            payload = error = spoken = None
+            unknown = ""
             try:
-                audio_name(row["id"], self.options.format)
-                utterances = prepare_row(
-                    self.front_end,
-                    row["text"],
-                    voice=voice,
-                    language=language,
-                    seed=seed,
-                    max_text_chars=self.options.max_text_chars,
+                audio_name(row["id"], options.format)
+                prepared = prepare_row(
+                    self.front_end, row["text"], voice=voice, language=language, seed=seed,
+                    max_text_chars=options.max_text_chars, speed=speed, normalize=options.normalize,
+                    unknown_chars=options.unknown_chars,
                 )
             except TextError as err:
-                payloads.append(None)
-                errors.append(str(err))
+                error, spoken, unknown = str(err), err.spoken, err.unknown
             else:
-                payloads.append(pickle.dumps(utterances, protocol=5))
-                errors.append(None)
-                voice = utterances[0].voice
-            voices.append(voice)
-            seeds.append(seed)
-            languages.append(language)
-        return pa.table(
-            {
-                "id": batch["id"],
-                "text": batch["text"],
-                "voice": pa.array(voices, pa.string()),
-                "seed": pa.array(seeds, pa.int64()),
-                "language": pa.array(languages, pa.string()),
-                _PAYLOAD: pa.array(payloads, pa.binary()),
-                "error": pa.array(errors, pa.string()),
-            }
-        )
+                payload = pickle.dumps(prepared.utterances, protocol=5)
+                spoken, unknown, voice = prepared.spoken, prepared.unknown, prepared.utterances[0].voice
+            for name, value in (("voice", voice), ("seed", seed), ("language", language), ("speed", speed),
+                                ("text_normalized", spoken), ("unknown_chars", unknown or None), (_PAYLOAD, payload),
+                                ("error", error)):
+                columns[name].append(value)
+        return pa.table({"id": batch["id"], "text": batch["text"],
+                         **{name: pa.array(values, _PREPARED[name]) for name, values in columns.items()}})
 
 
 class SynthesizeRows:
@@ -143,7 +138,7 @@ class SynthesizeRows:
             counts.append(len(todo[i]) if i in todo else None)
         return pa.table(
             {
-                **{name: batch[name] for name in ("id", "text", "voice", "seed", "language")},
+                **{name: batch[name] for name in _PASSED},
                 _SAMPLES: pa.array(samples, pa.binary()),
                 _SAMPLE_RATE: pa.array([self.model.sample_rate] * len(rows), pa.int32()),
                 "pieces": pa.array(counts, pa.int32()),
@@ -185,10 +180,13 @@ def write_audio(batch: pa.Table, *, options: SynthesizeOptions, model: str, back
         out = SynthesisRow(
             id=row["id"],
             text=row["text"],
+            text_normalized=row["text_normalized"],
             voice=row["voice"],
             seed=row["seed"],
             language=row["language"],
             pieces=row["pieces"],
+            speed=row["speed"],
+            unknown_chars=row["unknown_chars"],
             model=model,
             backend=backend,
             error=row["error"],
@@ -232,6 +230,9 @@ class Summary:
     model: str
     backend: str
     output: str
+    # Letters/digits the model cannot say: {"policy": error|drop|spell, "rows": rows that had
+    # any, "characters": {character: rows}} (most frequent first).
+    unknown_chars: dict | None = None
     verified_with: str | None = None
     mean_cer: float | None = None  # over rows that were transcribed
     rejected: int | None = None  # rows whose CER is above max_cer
@@ -240,8 +241,9 @@ class Summary:
 def run(options: SynthesizeOptions) -> Summary:
     """Run the job on a Ray that is already initialized; returns the summary."""
     started = time.perf_counter()
-    backend = detect_backend(options.model, options.backend)  # fail fast, before any actor starts
+    backend = check_options(options)  # fail fast, before any actor starts
     corpus = read_corpus(options.input)
+    corpus = with_voices(corpus, options)
     _remove_verify_leftovers(options.output)
     # Same rules as the transcription job: a rerun into OUTPUT resumes (rows already
     # written are skipped) unless the job differs; --overwrite starts afresh.
@@ -258,12 +260,23 @@ def run(options: SynthesizeOptions) -> Summary:
     return summarize(options, backend, time.perf_counter() - started, verification)
 
 
+def with_voices(corpus: pa.Table, options: SynthesizeOptions) -> pa.Table:
+    """``corpus`` with ``options.voices`` dealt to the rows that name no voice (see
+    :func:`speech.tts.frontend.deal_voices`); unchanged without ``voices``. Dealt over the
+    whole corpus in its order, so a resumed run deals every row the same voice."""
+    if not options.voices:
+        return corpus
+    dealt = pa.array(deal_voices(corpus.num_rows, options.voices, options.seed), pa.string())
+    return corpus.set_column(corpus.schema.get_field_index("voice"), "voice", pc.coalesce(corpus["voice"], dealt))
+
+
 def _job(options: SynthesizeOptions, backend: str) -> dict:
     """What decides the rows' content; a resumed run must agree with the earlier ones on it."""
     content = options.model_dump(
         mode="json",
-        include={"model", "voice", "seed", "language", "format", "embed_audio", "max_text_chars", "max_piece_chars",
-                 "sentence_pause_s", "speed", "refine_text", "temperature", "top_p", "top_k", "max_new_tokens"},
+        include={"model", "voice", "voices", "seed", "language", "format", "embed_audio", "normalize", "unknown_chars",
+                 "max_text_chars", "max_piece_chars", "sentence_pause_s", "speed", "refine_text", "temperature",
+                 "top_p", "top_k", "max_new_tokens"},
     )
     return {"job": "synthesize", "backend": backend, **content}
 
@@ -376,11 +389,23 @@ def summarize(
         model=options.model,
         backend=backend,
         output=options.output,
+        unknown_chars=_unknown_chars(options),
         verified_with=options.verify_with,
         mean_cer=None if verification is None or verification[0] is None else round(verification[0], 4),
         rejected=None if verification is None else verification[1],
     )
     return write_summary(options.output, summary)
+
+
+def _unknown_chars(options: SynthesizeOptions) -> dict:
+    """The ``unknown_chars`` figures of the summary, from the rows written."""
+    per_row = [chars for chars in read_output(options.output, columns=["unknown_chars"])["unknown_chars"].to_pylist() if chars]
+    counts: dict[str, int] = {}
+    for chars in per_row:
+        for char in chars:
+            counts[char] = counts.get(char, 0) + 1
+    ranked = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    return {"policy": options.unknown_chars, "rows": len(per_row), "characters": ranked}
 
 
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table:

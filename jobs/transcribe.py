@@ -14,6 +14,8 @@ sorted in the driver):
 5. **write** Parquet under OUTPUT, then summarize it into ``_summary.json``.
 
 Every input row reaches the output exactly once, with its transcript or its error.
+Other jobs run on the same spine with their own model stage and rows (a
+:class:`jobs.task.Task`, e.g. ``speech embed`` in jobs/embed.py).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ import ray
 from jobs import output as output_files
 from jobs.output import SUMMARY_FILE, Output, OutputError, count_rows, open_output, write_summary
 
-from speech.asr import Window, detect_backend, load_front_end, load_recognizer
+from jobs.task import Task
+
+from speech.asr import FrontEnd, Window, detect_backend, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, decode, probe
 from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
-from speech.options import TranscribeOptions
+from speech.options import AudioJobOptions, TranscribeOptions
 from speech.testing import faults
 from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
 
@@ -93,8 +97,8 @@ def probe_batch(batch: pa.Table, max_duration_s: float | None = None) -> pa.Tabl
 class PrepareUnits:
     """Ray Data callable: a window of sorted input rows -> packed units (one row each)."""
 
-    def __init__(self, options: TranscribeOptions, backend: str):
-        self.front_end = load_front_end(options.model, options)
+    def __init__(self, options: AudioJobOptions, backend: str, front_end=load_front_end):
+        self.front_end: FrontEnd = front_end(options.model, options)
         self.budget = int(options.budget_s(backend) * self.front_end.sample_rate)
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
@@ -141,13 +145,21 @@ class RecognizeUnits:
         torch.set_num_threads(options.torch_threads or max(1, math.ceil(options.cpus_per_actor)))
         device = "cuda" if options.gpus_per_actor > 0 else "cpu"
         self.options = options
-        self.recognizer = load_recognizer(options.model, options, device)
+        self.recognizer = self._load(options, device)
         self.sample_rate = self.recognizer.sample_rate
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: list[TranscriptRow] = []
         for payload in batch["payload"].to_pylist():
             rows.extend(self._recognize(pickle.loads(payload).items))
+        return self._table(rows)
+
+    # What a subclass (another task on this spine) replaces: the model, its call, the rows.
+
+    def _load(self, options: TranscribeOptions, device: str):
+        return load_recognizer(options.model, options, device)
+
+    def _table(self, rows: list[TranscriptRow]) -> pa.Table:
         return transcripts_table(rows)
 
     def _recognize(self, items: list[_Item]) -> list[TranscriptRow]:
@@ -155,17 +167,17 @@ class RecognizeUnits:
         faults.maybe_crash(self.options.faults, [i.id for i in todo])  # test hook; no-op by default
         results: dict[str, object] = {}
         try:
-            results.update(zip((i.id for i in todo), self._transcribe(todo)))
+            results.update(zip((i.id for i in todo), self._infer(todo)))
         except Exception as err:  # noqa: BLE001 - a poison item must not fail its batch-mates
             log.warning("batch of %d failed (%s); retrying item by item", len(todo), _describe(err))
             for item in todo:
                 try:
-                    results[item.id] = self._transcribe([item])[0]
+                    results[item.id] = self._infer([item])[0]
                 except Exception as item_err:  # noqa: BLE001 - recorded in the row's error
                     results[item.id] = f"model failed: {_describe(item_err)}"
         return [self._row(item, results.get(item.id)) for item in items]
 
-    def _transcribe(self, items: list[_Item]) -> list:
+    def _infer(self, items: list[_Item]) -> list:
         faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
         return self.recognizer.transcribe([i.windows for i in items], [i.language for i in items])
 
@@ -228,32 +240,36 @@ class Plan:
         return self.inputs.filter(pc.invert(pc.is_in(self.inputs["id"], value_set=done)))
 
 
-def check(options: TranscribeOptions) -> Plan:
+def check(options: AudioJobOptions, task: Task | None = None) -> Plan:
     """Everything that can fail before any Ray work: model kind, inputs, output location.
 
+    ``task``: what the job computes (default :data:`TRANSCRIBE`).
     Raises ModelError, InputError or OutputError with a one-line reason.
     """
-    backend = detect_backend(options.model, options)  # the model, and options it cannot honour
+    task = task or TRANSCRIBE
+    backend = task.detect(options)  # the model, and options it cannot honour
     inputs = resolve_inputs(options.inputs)
-    job = {"job": "transcribe", "backend": backend, **options.result_options()}
+    job = {"job": task.name, "backend": backend, **options.result_options()}
     return Plan(backend, inputs, open_output(options.output, job=job, overwrite=options.overwrite))
 
 
-def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
-    """Run the job on a Ray that is already initialized; returns the summary."""
+def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = None):
+    """Run the job (``task``, default :data:`TRANSCRIBE`) on a Ray that is already
+    initialized; returns the task's summary."""
     started = time.perf_counter()
-    plan = plan or check(options)
+    task = task or TRANSCRIBE
+    plan = plan or check(options, task)
     todo = plan.todo
     log.info(
-        "transcribing %d inputs with %s (%s); %d already done",
-        todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
+        "%s: %d inputs with %s (%s); %d already done",
+        task.name, todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
     )
     if todo.num_rows:
-        _pipeline(options, plan.backend, todo).write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
-    return summarize(options, plan.backend, time.perf_counter() - started)
+        _pipeline(options, plan.backend, todo, task).write_parquet(options.output, schema=task.schema(options))
+    return task.summarize(options, plan.backend, time.perf_counter() - started)
 
 
-def _sorted_inputs(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
+def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset:
     """The inputs with ``duration_s`` and header ``error`` added, sorted by duration."""
     if todo.num_rows <= _DRIVER_PROBE_ROWS:
         probe_rows = functools.partial(probe_batch, max_duration_s=options.max_duration_s)
@@ -277,17 +293,18 @@ def _sorted_inputs(options: TranscribeOptions, todo: pa.Table) -> ray.data.Datas
     )
 
 
-def _pipeline(options: TranscribeOptions, backend: str, todo: pa.Table) -> ray.data.Dataset:
+def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task | None = None) -> ray.data.Dataset:
+    task = task or TRANSCRIBE
     pool = options.pool
     dataset = _sorted_inputs(options, todo).map_batches(
         PrepareUnits,
-        fn_constructor_args=(options, backend),
+        fn_constructor_args=(options, backend, task.front_end),
         batch_size=options.prepare_window,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
         num_cpus=options.cpus_per_prepare,
     ).map_batches(
-        RecognizeUnits,
+        task.model_stage,
         fn_constructor_args=(options,),
         batch_size=1,
         batch_format="pyarrow",
@@ -326,6 +343,20 @@ def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> 
         output=options.output,
     )
     return write_summary(options.output, summary)
+
+
+def _detect(options: TranscribeOptions) -> str:
+    return detect_backend(options.model, options)
+
+
+def _schema(options: TranscribeOptions) -> pa.Schema:
+    return TRANSCRIPT_SCHEMA
+
+
+TRANSCRIBE = Task(
+    "transcribe", detect=_detect, front_end=load_front_end, model_stage=RecognizeUnits, schema=_schema,
+    summarize=summarize,
+)
 
 
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table:

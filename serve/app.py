@@ -29,7 +29,7 @@ from speech.options import OptionsError, StreamOptions, read_config
 
 APP_NAME = "speech"
 IMPORT_PATH = "serve.app:build_app"
-_KEY_SEPARATORS = ("#", "::")  # used inside multiplexed model ids (serve.asr / serve.tts)
+_KEY_SEPARATORS = ("#",)  # used inside multiplexed model ids (serve.asr)
 
 
 class ConfigError(ValueError):
@@ -96,7 +96,7 @@ def served_models(args: ServeArgs) -> tuple[http.ServedModel, ...]:
     from speech.asr import ModelError as AsrModelError
     from speech.asr import detect_backend as asr_backend
     from speech.tts import ModelError as TtsModelError
-    from speech.tts import detect_backend as tts_backend
+    from speech.tts import check_options as tts_check
 
     models = []
     for source in args.asr_models:
@@ -114,10 +114,10 @@ def served_models(args: ServeArgs) -> tuple[http.ServedModel, ...]:
     for source in args.tts_models:
         options = tts.synthesize_options(source, args.tts_options)
         try:
-            backend = tts_backend(source, options.backend)
+            backend = tts_check(options)  # also: options the backend cannot honour (speed for chattts)
         except TtsModelError as err:
             raise ValueError(f"tts_models: {err}") from err
-        models.append(http.ServedModel(served_name(source), source, "speech", backend, speed=options.speed))
+        models.append(http.ServedModel(served_name(source), source, "speech", backend))
     return tuple(models)
 
 

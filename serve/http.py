@@ -96,7 +96,6 @@ class ServedModel:
     kind: Kind
     backend: str  # detected from the checkpoint
     translates: bool = False  # transcription models: the registry accepts task=translate for it
-    speed: float | None = None  # speech models: the configured speaking rate (None: the model's)
 
 
 class Catalog:
@@ -461,9 +460,8 @@ class Gateway:
             raise ApiError(400, f"response_format {fields.response_format!r} cannot be encoded on this server; "
                                 f"available: {', '.join(self._formats)}", param="response_format", code="invalid_value")
         model = self.catalog.find(fields.model, "speech")
-        speed = None if fields.speed is None or fields.speed == model.speed else fields.speed
-        handle = self._tts.options(multiplexed_model_id=tts.model_key(model.name, speed), stream=True)
-        chunks = handle.synthesize.remote(tts.SpeechRequest(fields.input, fields.voice))
+        handle = self._tts.options(multiplexed_model_id=model.name, stream=True)
+        chunks = handle.synthesize.remote(tts.SpeechRequest(fields.input, fields.voice, fields.speed))
         first = await self._first_chunk(chunks)
         media_type = _MEDIA_TYPES[fields.response_format]
         headers = {"x-sample-rate": str(first.sample_rate)}

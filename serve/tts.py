@@ -11,8 +11,9 @@ Pieces are streamed back in reading order as they are ready, each after the job'
 ``sentence_pause_s`` of silence (:func:`speech.tts.frontend.join_pieces`, piece by piece),
 so the joined stream is the waveform the job writes.
 
-Models are multiplexed by name; a request asking for another speaking rate than the
-configured one uses the model id ``<name>::speed=<rate>`` (a model built with that rate).
+Models are multiplexed by name. A request's voice and speaking rate travel with its pieces
+(:class:`speech.tts.Utterance`), which the model applies per call: any number of voices and
+speeds share one loaded model and its batches.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, m
 from speech.options import SynthesizeOptions
 from speech.text import TextError
 from speech.tts import TextFrontEnd, TtsModel, Utterance, load_front_end, load_model
-from speech.tts.frontend import join_pieces, prepare_row
+from speech.tts.frontend import check_speed, join_pieces, prepare_row
 
 DEPLOYMENT = "Synthesizer"
-_SPEED = "::speed="
 
 #: SynthesizeOptions fields a server may set (``tts_options``): those that decide the audio.
 SERVING_OPTIONS = frozenset(
-    {"backend", "voice", "seed", "language", "max_text_chars", "max_piece_chars", "sentence_pause_s", "speed",
-     "refine_text", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size", "torch_threads"}
+    {"backend", "voice", "seed", "language", "normalize", "unknown_chars", "max_text_chars", "max_piece_chars",
+     "sentence_pause_s", "speed", "refine_text", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size",
+     "torch_threads"}
 )
 
 
@@ -56,6 +57,7 @@ class TtsBatching(Batching):
 class SpeechRequest:
     text: str
     voice: str | None = None  # None: tts_options.voice, else the model's default
+    speed: float | None = None  # None: tts_options.speed, else the model's own rate
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,7 @@ class SpeechChunk:
     batch_size: int  # pieces in the model call that made this one
 
 
-def model_key(name: str, speed: float | None) -> str:
-    """The multiplexed model id of served model ``name`` at speaking rate ``speed`` (None: configured)."""
-    return name if speed is None else f"{name}{_SPEED}{speed:g}"
-
-
-def synthesize_options(source: str, overrides: dict[str, Any], *, speed: float | None = None) -> SynthesizeOptions:
+def synthesize_options(source: str, overrides: dict[str, Any]) -> SynthesizeOptions:
     """The job options a served model runs with: ``overrides`` (``tts_options``) on the defaults.
 
     Raises ``ValueError`` naming a field a server cannot set, ``pydantic.ValidationError``
@@ -81,9 +78,8 @@ def synthesize_options(source: str, overrides: dict[str, Any], *, speed: float |
     unknown = sorted(set(overrides) - SERVING_OPTIONS)
     if unknown:
         raise ValueError(f"tts_options: {', '.join(unknown)} cannot be set for serving; allowed: {', '.join(sorted(SERVING_OPTIONS))}")
-    values = {**overrides, "speed": speed} if speed is not None else overrides
     # The server has no corpus: the two fields a job must have get placeholders nothing reads.
-    return SynthesizeOptions(input="<http>", output="<http>", model=source, **values)
+    return SynthesizeOptions(input="<http>", output="<http>", model=source, **overrides)
 
 
 class _Model:
@@ -94,18 +90,25 @@ class _Model:
         self.front_end: TextFrontEnd = load_front_end(options)
         self.model: TtsModel = load_model(options, device)
 
-    def prepare(self, text: str, voice: str | None) -> list[Utterance] | Rejected:
+    def prepare(self, request: SpeechRequest) -> list[Utterance] | Rejected:
         """The request's pieces, as the job's front end stage makes them for a row."""
-        voice = voice or self.options.voice
+        options = self.options
+        voice = request.voice or options.voice
+        speed = options.speed if request.speed is None else request.speed
         try:
-            self.front_end.resolve_voice(voice, self.options.seed)
+            check_speed(self.front_end.backend, speed)
+        except TextError as err:
+            return Rejected("speed", str(err))
+        try:
+            self.front_end.resolve_voice(voice, options.seed)
         except TextError as err:
             return Rejected("voice", str(err))
         try:
             return prepare_row(
-                self.front_end, text, voice=voice, language=self.options.language, seed=self.options.seed,
-                max_text_chars=self.options.max_text_chars,
-            )
+                self.front_end, request.text, voice=voice, language=options.language, seed=options.seed,
+                max_text_chars=options.max_text_chars, speed=speed, normalize=options.normalize,
+                unknown_chars=options.unknown_chars,
+            ).utterances
         except TextError as err:
             return Rejected("input", str(err))
 
@@ -135,11 +138,9 @@ class Synthesizer:
         """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
         self._replica.reconfigure(self._synthesize, user_config)
 
-    def _load(self, key: str) -> _Model:
-        name, _, speed = key.partition(_SPEED)
+    def _load(self, name: str) -> _Model:
         replica = self._replica
-        options = synthesize_options(replica.sources[name], replica.overrides, speed=float(speed) if speed else None)
-        return _Model(options, replica.device)
+        return _Model(synthesize_options(replica.sources[name], replica.overrides), replica.device)
 
     async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechChunk | Rejected]:
         """Stream the request's audio, piece by piece, with the model of the multiplexed model id.
@@ -148,7 +149,7 @@ class Synthesizer:
         instead of audio; an exception is a server-side failure.
         """
         model = await self._replica.model()
-        utterances = await asyncio.to_thread(model.prepare, request.text, request.voice)
+        utterances = await asyncio.to_thread(model.prepare, request)
         if isinstance(utterances, Rejected):
             yield utterances
             return
@@ -177,4 +178,4 @@ class Synthesizer:
         return self._replica.describe()
 
 
-__all__ = ["DEPLOYMENT", "SpeechChunk", "SpeechRequest", "Synthesizer", "TtsBatching", "model_key", "synthesize_options"]
+__all__ = ["DEPLOYMENT", "SpeechChunk", "SpeechRequest", "Synthesizer", "TtsBatching", "synthesize_options"]

@@ -8,9 +8,11 @@ first keeps that close to the real audio (padding efficiency near 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 def plan_batches(lengths: Sequence[int], max_padded: int, *, exact_lengths: bool = False) -> list[list[int]]:
@@ -45,6 +47,26 @@ def plan_batches(lengths: Sequence[int], max_padded: int, *, exact_lengths: bool
     if current:
         batches.append(current)
     return batches
+
+
+def run_batches(
+    inputs: Sequence[np.ndarray], max_padded: int, forward: Callable[[list[np.ndarray]], Sequence[T]],
+    *, exact_lengths: bool = False,
+) -> tuple[list[T], list[int]]:
+    """Call ``forward`` on the batches :func:`plan_batches` makes of ``inputs`` (by length).
+
+    Returns, per input in the given order, its output (``forward`` returns one per batch item,
+    in order) and the padded length of its batch (what it cost the model).
+    """
+    lengths = [len(x) for x in inputs]
+    outputs: list = [None] * len(inputs)
+    computed = [0] * len(inputs)
+    for batch in plan_batches(lengths, max_padded, exact_lengths=exact_lengths):
+        longest = max(lengths[i] for i in batch)
+        for i, output in zip(batch, forward([inputs[i] for i in batch]), strict=True):
+            outputs[i] = output
+            computed[i] = longest
+    return outputs, computed
 
 
 def pad(arrays: Sequence[np.ndarray], padding_value: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_transcribe(commands)
+    _add_embed(commands)
+    _add_finetune(commands)
     _add_synthesize(commands)
+    _add_voices(commands)
     _add_fixtures(commands)
     _add_export(commands)
     _add_bench(commands)
@@ -58,15 +61,11 @@ def _add_transcribe(commands) -> None:
     p.add_argument(
         "--model", help="hub id or local checkpoint directory (any AutoModelForCTC or WhisperForConditionalGeneration)"
     )
-    p.add_argument("--config", help="YAML options file, e.g. configs/transcribe.yaml")
-    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per model call (default: CTC 10 on CPU, 240 on GPU; Whisper 240 / 480)")
-    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
-    p.add_argument("--cpus-per-actor", type=float)
-    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
-    p.add_argument("--dtype", help="float32 | float16 | bfloat16 (float16 needs a GPU)")
-    p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
-    p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
+    _audio_job_flags(
+        p, "transcribe",
+        batch_seconds="padded audio seconds per model call (default: CTC 10 on CPU, 240 on GPU; Whisper 240 / 480)",
+        dtype="float32 | float16 | bfloat16 (float16 needs a GPU)",
+    )
     p.add_argument(
         "--language",
         help="language of rows whose manifest gives none; 'auto' (default): Whisper detects it per file",
@@ -79,12 +78,91 @@ def _add_transcribe(commands) -> None:
         "--vad", action="store_true", default=None, help="Whisper: transcribe only speech found by Silero VAD"
     )
     p.add_argument("--max-new-tokens", type=int, help="Whisper: bound on tokens per 30 s window")
+    p.set_defaults(handler=_transcribe)
+
+
+def _audio_job_flags(p: argparse.ArgumentParser, command: str, *, batch_seconds: str, dtype: str) -> None:
+    """The flags of the jobs on the audio corpus spine (transcribe, embed): AudioJobOptions fields."""
+    p.add_argument("--config", help=f"YAML options file, e.g. configs/{command}.yaml")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--batch-seconds", type=float, help=batch_seconds)
+    p.add_argument("--actors", type=_actors, help="model actors: N, or MIN:MAX to autoscale")
+    p.add_argument("--cpus-per-actor", type=float)
+    p.add_argument("--gpus-per-actor", type=float, help="fractions share a GPU, e.g. 0.5")
+    p.add_argument("--dtype", help=dtype)
+    p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
+    p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
     p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
     p.add_argument(
         "--overwrite", action="store_true", default=None,
         help="start fresh; by default a rerun into OUTPUT resumes, skipping ids already written",
     )
-    p.set_defaults(handler=_transcribe)
+
+
+def _add_embed(commands) -> None:
+    p = commands.add_parser(
+        "embed",
+        help="speech embeddings of a corpus to Parquet",
+        description=(
+            "Write the hidden states of a wav2vec2-family encoder (wav2vec2, XLSR, HuBERT, WavLM; "
+            "AutoModel or AutoModelForCTC checkpoints) to a Parquet dataset, one row per input: the "
+            "mean over each file's real frames, or every frame. INPUT as for `speech transcribe`. "
+            "Flags override the values of --config (configs/embed.yaml documents every key)."
+        ),
+        epilog="example: speech embed corpus/ -o embeddings/ --model facebook/wav2vec2-large-xlsr-53 --layer 12",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
+    p.add_argument("--model", help="hub id or local checkpoint directory of a wav2vec2-family encoder")
+    p.add_argument("--layer", type=_layer, help="hidden state N (0: transformer input; -1, the default: last layer) or 'all'")
+    p.add_argument(
+        "--pool", dest="pooling", choices=("mean", "none"),
+        help="mean (default): one vector per file over its real frames; none: one vector per frame",
+    )
+    _audio_job_flags(
+        p, "embed",
+        batch_seconds="padded audio seconds per model call (default 10 on CPU, 240 on GPU)",
+        dtype="float32 | float16 | bfloat16 (float16 needs a GPU); vectors are stored as float32",
+    )
+    p.set_defaults(handler=_embed)
+
+
+def _add_finetune(commands) -> None:
+    p = commands.add_parser(
+        "finetune",
+        help="fine-tune a CTC model on Ray Train",
+        description=(
+            "Fine-tune a CTC checkpoint (AutoModelForCTC with its processor) on a manifest of audio and "
+            "text (.jsonl/.csv/.parquet with 'path' and 'text' columns) with Ray Train: data-parallel "
+            "workers (DDP, gloo on CPU, NCCL on GPU), duration-bucketed batches, the model's own CTC loss, "
+            "a checkpoint every epoch (a rerun into OUTPUT resumes from the last one), CER/WER on EVAL "
+            "after each epoch. The result is written with save_pretrained to OUTPUT/final/, ready for "
+            "`speech transcribe --model OUTPUT/final`. Flags override the values of --config."
+        ),
+        epilog="example: speech finetune train.jsonl --eval dev.jsonl -o ft/ --model kresnik/wav2vec2-large-xlsr-korean --workers 2",
+    )
+    p.add_argument("train", metavar="TRAIN", help="training manifest with 'path' and 'text' columns")
+    p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
+    p.add_argument("--model", help="hub id or local directory of a CTC checkpoint")
+    p.add_argument("--eval", metavar="EVAL", help="manifest scored with CER and WER after every epoch")
+    p.add_argument("--epochs", type=_positive, help="passes over TRAIN (default 3); a rerun may raise it to go on")
+    p.add_argument("--workers", type=_positive, help="Ray Train workers, one model replica each (default 1)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--batch-seconds", type=float, help="padded audio seconds per batch and worker (default 60)")
+    p.add_argument(
+        "--freeze-feature-encoder", action="store_true", default=None,
+        help="train the transformer and head only, not the convolutional feature encoder",
+    )
+    p.add_argument(
+        "--extend-vocab", action="store_true", default=None,
+        help="add characters of the text that the tokenizer lacks (new output rows) instead of refusing them",
+    )
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs (default 0)")
+    p.add_argument("--config", help="YAML options file, e.g. configs/finetune.yaml")
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="start fresh instead of resuming")
+    p.set_defaults(handler=_finetune)
 
 
 def _add_synthesize(commands) -> None:
@@ -103,9 +181,19 @@ def _add_synthesize(commands) -> None:
     p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
     p.add_argument("--model", help="checkpoint directory (ChatTTS, Kokoro) or VITS hub id / directory")
     p.add_argument("--backend", help="chattts | kokoro | vits (default: detected from the checkpoint)")
-    p.add_argument("--voice", help="default voice (kokoro voice pack, chattts seed:N or embedding, vits speaker)")
+    p.add_argument("--voice", help="default voice: kokoro pack or blend (af_heart:0.7+am_adam:0.3), chattts seed:N or "
+                                   "embedding, vits speaker (see `speech voices MODEL`)")
+    p.add_argument("--voices", type=_voice_list, metavar="V1,V2,...",
+                   help="voices dealt to rows without one: shuffled with --seed, then in turn (a speaker-diverse dataset)")
     p.add_argument("--seed", type=int, help="default seed of rows without one (default 0)")
-    p.add_argument("--language", help="default language of rows without one")
+    p.add_argument("--language", help="default language of rows without one; numbers and symbols are read in it "
+                                      "(en, ko, zh; default: the script of each row)")
+    p.add_argument("--speed", type=float, help="speaking rate, 1.0 normal, 0.25-4 (vits, kokoro)")
+    p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
+                   help="send the text as written (numbers, dates, symbols are not written out)")
+    p.add_argument("--unknown-chars", choices=("error", "drop", "spell"),
+                   help="letters/digits the model cannot say: the row fails (error, default), are dropped, or are "
+                        "replaced by their name (spell)")
     p.add_argument("--format", help="flac | wav (default flac)")
     p.add_argument("--config", help="YAML options file, e.g. configs/synthesize.yaml")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -118,6 +206,41 @@ def _add_synthesize(commands) -> None:
     p.add_argument("--max-cer", type=float, help="with --verify-with: rows above this CER get an error")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing OUTPUT")
     p.set_defaults(handler=_synthesize)
+
+
+def _add_voices(commands) -> None:
+    p = commands.add_parser(
+        "voices",
+        help="list the voices of a speech synthesis model",
+        description="List the voices MODEL offers (what --voice, --voices and a corpus 'voice' column take) with their language.",
+        epilog="example: speech voices checkpoints/Kokoro-82M",
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint directory (ChatTTS, Kokoro) or VITS hub id / directory")
+    p.add_argument("--backend", choices=("chattts", "kokoro", "vits"), help="default: detected from the checkpoint")
+    p.set_defaults(handler=_voices)
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from speech.options import OptionsError, load_options, SynthesizeOptions
+    from speech.tts import ModelError, load_front_end
+
+    try:
+        options = load_options(SynthesizeOptions, None, {"input": "-", "output": "-", "model": args.model,
+                                                         "backend": args.backend})
+        voices = load_front_end(options).voices()
+    except (OptionsError, ModelError) as err:
+        raise CliError(str(err)) from err
+    width = max(len(v.name) for v in voices)
+    for voice in voices:
+        print(f"{voice.name:<{width}}  {voice.language}" + (f"  ({voice.note})" if voice.note else ""))
+    return 0
+
+
+def _voice_list(text: str) -> list[str]:
+    voices = [v.strip() for v in text.split(",")]
+    if not all(voices):
+        raise argparse.ArgumentTypeError(f"expected voices separated by commas, got {text!r}")
+    return voices
 
 
 def _add_fixtures(commands) -> None:
@@ -363,6 +486,39 @@ def _actors(text: str):
         raise argparse.ArgumentTypeError(f"expected N or MIN:MAX, got {text!r}") from None
 
 
+def _layer(text: str):
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer number or 'all', got {text!r}") from None
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from jobs import embed
+    from speech.asr import ModelError
+    from speech.options import EmbedOptions
+
+    fields = (
+        "inputs", "output", "model", "layer", "pooling", "address", "batch_seconds", "actors", "cpus_per_actor",
+        "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "prepare_actors", "overwrite",
+    )
+    return _run_job(args, EmbedOptions, fields, embed.run, check=embed.check, errors=(ModelError,))
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from jobs import finetune
+    from speech.options import FinetuneOptions
+    from speech.train import TrainingError
+
+    fields = (
+        "train", "output", "model", "eval", "epochs", "workers", "lr", "batch_seconds", "freeze_feature_encoder",
+        "extend_vocab", "cpus_per_worker", "gpus_per_worker", "address", "overwrite",
+    )
+    return _run_job(args, FinetuneOptions, fields, finetune.run, check=finetune.check, errors=(TrainingError,))
+
+
 def _transcribe(args: argparse.Namespace) -> int:
     from jobs import transcribe
     from speech.asr import ModelError
@@ -423,15 +579,17 @@ def _synthesize(args: argparse.Namespace) -> int:
     from jobs import synthesize
     from speech.asr import ModelError as AsrModelError
     from speech.options import SynthesizeOptions
-    from speech.tts import ModelError
+    from speech.tts import ModelError, check_options
 
     fields = (
-        "input", "output", "model", "backend", "voice", "seed", "language", "format", "address", "actors",
-        "cpus_per_actor", "gpus_per_actor", "batch_size", "max_piece_chars", "verify_with", "max_cer", "overwrite",
+        "input", "output", "model", "backend", "voice", "voices", "seed", "language", "speed", "normalize",
+        "unknown_chars", "format", "address", "actors", "cpus_per_actor", "gpus_per_actor", "batch_size",
+        "max_piece_chars", "verify_with", "max_cer", "overwrite",
     )
-    # The synthesis job checks its model, input and output itself, at the start of its run.
+    # The model and the options it cannot honour are checked before Ray starts; the job checks
+    # its input and output itself, at the start of its run.
     return _run_job(args, SynthesizeOptions, fields, lambda options, _plan: synthesize.run(options),
-                    errors=(ModelError, AsrModelError))
+                    check=check_options, errors=(ModelError, AsrModelError))
 
 
 def _add_serve(commands) -> None:

@@ -61,8 +61,8 @@ def _resolve_one(item: str) -> pa.Table:
     )
 
 
-def read_manifest(path: str) -> pa.Table:
-    """Read a Parquet, JSONL or CSV manifest with a ``path`` column.
+def read_manifest(path: str, *, required: Sequence[str] = ("path",)) -> pa.Table:
+    """Read a Parquet, JSONL or CSV manifest with a ``path`` column (and the ``required`` ones).
 
     Optional columns: ``id`` (defaults to ``path`` as written), ``text`` (reference transcript),
     ``language``. Relative paths are taken relative to the manifest's directory.
@@ -80,8 +80,9 @@ def read_manifest(path: str) -> pa.Table:
                 table = pa_json.read_json(f)
     except (pa.ArrowInvalid, OSError) as err:
         raise InputError(f"cannot read manifest {path}: {err}") from err
-    if "path" not in table.column_names:
-        raise InputError(f"manifest {path} has no 'path' column (columns: {', '.join(table.column_names)})")
+    for column in dict.fromkeys(("path", *required)):
+        if column not in table.column_names:
+            raise InputError(f"manifest {path} has no '{column}' column (columns: {', '.join(table.column_names)})")
 
     raw_paths = table["path"].to_pylist()
     paths = [_manifest_path(path, fs, fs_path, value, row) for row, value in enumerate(raw_paths)]

@@ -21,6 +21,11 @@ Dtype = Literal["float32", "float16", "bfloat16"]
 #: a 30 s encoder pass whatever it holds, so its budget counts 30 s windows, and its decoder's
 #: small steps gain from batching even on a CPU (8 windows ran 1.6x faster than 1, see docs).
 DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (240.0, 480.0)}
+#: Embedding runs the network of a CTC model without its output layer: the same costs.
+DEFAULT_BATCH_SECONDS["embed"] = DEFAULT_BATCH_SECONDS["ctc"]
+
+#: Speaking rates a synthesis takes (1.0 normal; OpenAI's speech API allows the same range).
+SPEEDS = (0.25, 4.0)
 
 
 class OptionsError(ValueError):
@@ -52,7 +57,7 @@ class Faults(_Options):
     poison_ids: list[str] = Field(default_factory=list)  # model calls holding these ids raise
 
 
-#: TranscribeOptions fields that affect where and how fast a job runs, not its rows.
+#: Fields of the corpus-job options that affect where and how fast a job runs, not its rows.
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
     "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
@@ -60,8 +65,9 @@ _RUNTIME_ONLY = {
 }
 
 
-class TranscribeOptions(_Options):
-    """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example."""
+class AudioJobOptions(_Options):
+    """What every job on the audio corpus spine shares (``speech transcribe``, ``speech embed``):
+    inputs and output, batching, the model actors, preparation and chunking."""
 
     inputs: list[str] = Field(min_length=1)  # directories, globs, URLs or manifest files
     output: str  # output directory (local path or fsspec URL)
@@ -94,23 +100,11 @@ class TranscribeOptions(_Options):
     # output waits in memory; None: 16 full batches per model actor, at least 128 MiB.
     object_store_mb: float | None = Field(None, gt=0)
 
-    # Long inputs are cut into overlapping chunks and stitched at the logits.
+    # Long inputs are cut into overlapping chunks and stitched at the model's output frames.
     chunk_length_s: float = Field(30.0, gt=0)
     stride_length_s: float | None = Field(None, ge=0)  # None: chunk_length_s / 6 each side
 
-    # A row's manifest language wins, then this one; None (or "auto") lets Whisper detect
-    # each file's language from its first window. CTC models only record it.
-    language: str | None = None
-
-    # Sequence models (Whisper); CTC models refuse translate.
-    task: Literal["transcribe", "translate"] = "transcribe"  # translate: English text
-    timestamps: Literal["none", "segment", "word"] = "segment"  # word: alignment-head timings
-    # Silero VAD: Whisper packs speech into 30 s windows; CTC skips silence and splits
-    # long speech at pauses instead of fixed overlapping chunks.
-    vad: bool = False
-    max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
-
-    # Longer files get an error row instead of a transcript (None: no limit). A guard
+    # Longer files get an error row instead of a result (None: no limit). A guard
     # against absurd inputs; without it, long files are chunked and streamed through.
     max_duration_s: float | None = Field(None, gt=0)
 
@@ -124,13 +118,8 @@ class TranscribeOptions(_Options):
         """
         return self.model_dump(mode="json", exclude=_RUNTIME_ONLY)
 
-    @field_validator("language")
-    @classmethod
-    def _auto_is_none(cls, value: str | None) -> str | None:
-        return None if value is None or value.strip().lower() in ("", "auto") else value.strip()
-
     @model_validator(mode="after")
-    def _consistent(self) -> "TranscribeOptions":
+    def _consistent(self) -> "AudioJobOptions":
         if self.dtype == "float16" and self.gpus_per_actor == 0:
             raise ValueError("dtype float16 needs a GPU (gpus_per_actor > 0); use float32 or bfloat16 on CPU")
         for name, amount in self.resources_per_actor.items():
@@ -150,7 +139,7 @@ class TranscribeOptions(_Options):
 
     def budget_s(self, backend: str) -> float:
         """Padded audio seconds per model call: ``batch_seconds``, else the default of
-        ``backend`` (``"ctc"`` or ``"whisper"``) on this job's device."""
+        ``backend`` (a key of ``DEFAULT_BATCH_SECONDS``) on this job's device."""
         if self.batch_seconds is not None:
             return self.batch_seconds
         cpu, gpu = DEFAULT_BATCH_SECONDS[backend]
@@ -169,6 +158,73 @@ class TranscribeOptions(_Options):
         return int(max(128 * 2**20, 16 * batch_bytes * self.pool.max))
 
 
+class TranscribeOptions(AudioJobOptions):
+    """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example."""
+
+    # A row's manifest language wins, then this one; None (or "auto") lets Whisper detect
+    # each file's language from its first window. CTC models only record it.
+    language: str | None = None
+
+    # Sequence models (Whisper); CTC models refuse translate.
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: English text
+    timestamps: Literal["none", "segment", "word"] = "segment"  # word: alignment-head timings
+    # Silero VAD: Whisper packs speech into 30 s windows; CTC skips silence and splits
+    # long speech at pauses instead of fixed overlapping chunks.
+    vad: bool = False
+    max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
+
+    @field_validator("language")
+    @classmethod
+    def _auto_is_none(cls, value: str | None) -> str | None:
+        return None if value is None or value.strip().lower() in ("", "auto") else value.strip()
+
+
+class EmbedOptions(AudioJobOptions):
+    """Options of ``speech embed``; see configs/embed.yaml for a commented example."""
+
+    # Which hidden state: N is transformers' ``hidden_states[N]`` (0: the transformer's input,
+    # num_hidden_layers: its last layer; negative counts from the end), "all": every one.
+    layer: int | Literal["all"] = -1
+    # mean: one vector per file, averaged over its real frames (padding and chunk overlap
+    # excluded); none: every frame's vector, at the model's frame rate.
+    pooling: Literal["mean", "none"] = "mean"  # the --pool flag ("pool" names the actor pool)
+
+
+#: FinetuneOptions fields that affect where and how fast training runs, not the model it makes.
+#: ``epochs`` is among them so that a finished run can be continued with more epochs.
+_TRAIN_RUNTIME_ONLY = {"output", "address", "overwrite", "epochs", "workers", "cpus_per_worker", "gpus_per_worker", "torch_threads"}
+
+
+class FinetuneOptions(_Options):
+    """Options of ``speech finetune``; see configs/finetune.yaml for a commented example."""
+
+    train: str  # manifest (.jsonl/.csv/.parquet) with 'path' and 'text' columns
+    output: str  # output directory: checkpoints, _summary.json, final/
+    model: str  # hub id or local directory of a CTC checkpoint (AutoModelForCTC) with its processor
+    eval: str | None = None  # manifest scored (CER, WER) after every epoch; None: no evaluation
+    address: str | None = None  # Ray cluster address; None starts a local Ray
+    overwrite: bool = False  # start fresh instead of resuming from OUTPUT's last checkpoint
+
+    epochs: int = Field(3, ge=1)
+    lr: float = Field(1e-4, gt=0)  # AdamW learning rate, constant
+    weight_decay: float = Field(0.0, ge=0)
+    batch_seconds: float = Field(60.0, gt=0)  # padded audio seconds per batch and worker
+    freeze_feature_encoder: bool = False  # keep the convolutional feature encoder's weights
+    extend_vocab: bool = False  # add characters the tokenizer lacks (and rows to the output layer)
+    max_duration_s: float | None = Field(30.0, gt=0)  # longer files are left out (None: no limit)
+    seed: int = Field(0, ge=0)  # batch order and new output rows
+
+    # Ray Train workers: one model replica each, gradients averaged (DDP).
+    workers: int = Field(1, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)  # > 0: train on GPUs (NCCL), else CPUs (gloo)
+    torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_worker rounded up
+
+    def result_options(self) -> dict:
+        """The options that decide the trained model; a resumed run must agree on them."""
+        return self.model_dump(mode="json", exclude=_TRAIN_RUNTIME_ONLY)
+
+
 class SynthesizeOptions(_Options):
     """Options of ``speech synthesize``; see configs/synthesize.yaml for a commented example."""
 
@@ -180,18 +236,23 @@ class SynthesizeOptions(_Options):
     overwrite: bool = False
 
     # Defaults for rows whose input gives none.
-    voice: str | None = None  # None: the model's default voice
+    voice: str | None = None  # None: the model's default voice; kokoro blends: "af_heart:0.7+am_adam:0.3"
+    # Voices dealt to the rows without one of their own, in corpus order, from a list shuffled
+    # with `seed` (a speaker-diverse dataset, the same on every run); None: `voice` for all.
+    voices: list[str] | None = Field(None, min_length=1)
     seed: int = Field(0, ge=0)
-    language: str | None = None
+    language: str | None = None  # also the language numbers and symbols are read in (en, ko, zh)
 
     format: Literal["flac", "wav"] = "flac"
     embed_audio: bool = True  # also store each file's bytes in the Parquet rows (portable dataset)
 
     # Text front end.
+    normalize: bool = True  # write out numbers, dates, currencies, units ... (en, ko, zh) before synthesis
+    unknown_chars: Literal["error", "drop", "spell"] = "error"  # letters/digits the model cannot say
     max_text_chars: int = Field(5000, ge=1)  # longer rows are refused with an error
     max_piece_chars: int | None = Field(None, ge=8)  # None: the backend's own limit
     sentence_pause_s: float = Field(0.1, ge=0)  # silence between the pieces of a row
-    speed: float | None = Field(None, gt=0)  # speaking rate (vits, kokoro); None: the model's
+    speed: float | None = Field(None, ge=SPEEDS[0], le=SPEEDS[1])  # speaking rate (vits, kokoro), 1.0 normal; None: the model's
 
     # ChatTTS sampling (ignored by other backends).
     refine_text: bool = False  # let the GPT add prosody markers first
@@ -215,6 +276,13 @@ class SynthesizeOptions(_Options):
     # Round-trip quality gate: transcribe the audio and score it against the text.
     verify_with: str | None = None  # ASR checkpoint (see speech transcribe --model)
     max_cer: float | None = Field(None, ge=0)  # rows above it get an error
+
+    @field_validator("voices")
+    @classmethod
+    def _named_voices(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not voice.strip() for voice in value):
+            raise ValueError("every voice must be named (an empty entry in the list)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "SynthesizeOptions":

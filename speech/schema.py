@@ -3,6 +3,7 @@
 ``INPUT_SCHEMA`` is what input resolution produces (one row per audio file);
 ``TRANSCRIPT_SCHEMA`` is what the transcription job writes, whatever the backend.
 ``SYNTHESIS_SCHEMA`` is what the synthesis job writes: a Hugging Face audio dataset.
+:func:`embedding_schema` is what the embedding job writes (its vector size depends on the model).
 Row dataclasses mirror the schemas so Python code never builds dicts by hand.
 """
 
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 INPUT_SCHEMA = pa.schema(
@@ -107,6 +109,89 @@ def transcripts_table(rows: Iterable[TranscriptRow]) -> pa.Table:
 
 
 
+
+# --- speech embeddings ---------------------------------------------------------------------
+
+
+def embedding_schema(hidden_size: int, *, pooling: str, all_layers: bool) -> pa.Schema:
+    """What ``speech embed`` writes: one row per input file, whatever the options.
+
+    ``embedding`` is float32 vectors of ``hidden_size``; its nesting follows the options:
+
+    - ``pooling="mean"``, one layer: ``fixed_size_list<float32>[hidden]``, one vector;
+    - ``pooling="none"``, one layer: ``list<fixed_size_list<float32>[hidden]>``, one vector a frame;
+    - every layer (``all_layers``): one more ``list`` outside, indexed by layer (0..num_hidden_layers).
+
+    One row per file (rather than one per layer) keeps ``id`` unique, so resume and the
+    summary treat every job alike, and a whole column converts to one numpy array of shape
+    ``[files, layers, hidden]`` without copying row by row.
+    """
+    vector = pa.list_(pa.float32(), hidden_size)
+    embedding = vector if pooling == "mean" else pa.list_(vector)
+    if all_layers:
+        embedding = pa.list_(embedding)
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("duration_s", pa.float64()),  # decoded audio length, seconds
+            pa.field("model", pa.string()),  # model id or path as given by the user
+            pa.field("layer", pa.int32()),  # hidden-state index; null: every layer, in embedding's outer list
+            pa.field("embedding", embedding),  # null when the row failed
+            pa.field("frame_rate_hz", pa.float64()),  # the model's output frames per second of audio
+            pa.field("error", pa.string()),  # null on success; the reason otherwise
+        ]
+    )
+
+
+@dataclass
+class EmbeddingRow:
+    """One output row of ``embedding_schema``; ``embedding`` is a float32 array shaped as the
+    column nests (``[hidden]``, ``[frames, hidden]``, ``[layers, hidden]`` or ``[layers, frames, hidden]``)."""
+
+    id: str
+    path: str
+    duration_s: float | None = None
+    model: str | None = None
+    layer: int | None = None
+    embedding: np.ndarray | None = None
+    frame_rate_hz: float | None = None
+    error: str | None = None
+
+
+def embeddings_table(rows: Sequence[EmbeddingRow], schema: pa.Schema) -> pa.Table:
+    """Rows -> a table with exactly ``schema`` (from :func:`embedding_schema`); vectors are
+    copied once into Arrow buffers, never element by element."""
+    columns = {
+        name: pa.array([getattr(row, name) for row in rows], schema.field(name).type)
+        for name in schema.names
+        if name != "embedding"
+    }
+    columns["embedding"] = _nested_array([row.embedding for row in rows], schema.field("embedding").type)
+    return pa.table(columns, schema=schema)
+
+
+def _nested_array(items: Sequence[np.ndarray | None], type_: pa.DataType) -> pa.Array:
+    """Arrays (or None for a null) -> one Arrow array of ``type_`` (lists of fixed-size float32 lists)."""
+    mask = pa.array([item is None for item in items], pa.bool_())
+    present = [item for item in items if item is not None]
+    if pa.types.is_fixed_size_list(type_):
+        flat = np.zeros((len(items), type_.list_size), np.float32)  # null rows: zeros under the mask
+        for row, item in enumerate(items):
+            if item is not None:
+                flat[row] = item
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), type=type_, mask=mask)
+    lengths = [0 if item is None else len(item) for item in items]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    child_type = type_.value_type
+    if pa.types.is_fixed_size_list(child_type):  # rows of vectors: one block copy
+        flat = np.concatenate([np.asarray(item, np.float32).reshape(-1) for item in present] or [np.zeros(0, np.float32)])
+        child = pa.FixedSizeListArray.from_arrays(pa.array(flat), type=child_type)
+    else:
+        child = _nested_array([part for item in present for part in item], child_type)
+    return pa.ListArray.from_arrays(offsets, child, type=type_, mask=mask)
+
+
 # --- speech synthesis ----------------------------------------------------------------------
 
 #: How ``datasets.Audio`` stores audio in Parquet: the encoded file's bytes and its path.
@@ -120,14 +205,21 @@ SYNTHESIS_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("text", pa.string()),  # the row's text as given
+        # What was spoken: numbers, dates, symbols written out, unknown characters handled
+        # (--unknown-chars); null when the row failed before that.
+        pa.field("text_normalized", pa.string()),
         pa.field("audio", AUDIO_TYPE),  # null when the row failed
         pa.field("sample_rate", pa.int32()),  # Hz
         pa.field("num_samples", pa.int64()),  # exact length of the decoded audio
         pa.field("duration_s", pa.float64()),  # num_samples / sample_rate
-        pa.field("voice", pa.string()),  # resolved voice (name, speaker index or "seed:N")
+        pa.field("voice", pa.string()),  # resolved voice (name, kokoro blend, speaker index or "seed:N")
         pa.field("seed", pa.int64()),
         pa.field("language", pa.string()),
         pa.field("pieces", pa.int32()),  # sentence pieces synthesized and joined
+        pa.field("speed", pa.float64()),  # speaking rate (null: the model's own)
+        # Letters/digits the model cannot say, each once: refused (the row's error), dropped
+        # or spelled by --unknown-chars; null when there were none.
+        pa.field("unknown_chars", pa.string()),
         pa.field("model", pa.string()),
         pa.field("backend", pa.string()),
         pa.field("asr_text", pa.string()),  # round-trip transcript (--verify-with)
@@ -144,6 +236,7 @@ class SynthesisRow:
 
     id: str
     text: str | None = None
+    text_normalized: str | None = None
     audio: dict | None = None  # {"bytes": ..., "path": ...}
     sample_rate: int | None = None
     num_samples: int | None = None
@@ -152,6 +245,8 @@ class SynthesisRow:
     seed: int | None = None
     language: str | None = None
     pieces: int | None = None
+    speed: float | None = None
+    unknown_chars: str | None = None
     model: str | None = None
     backend: str | None = None
     asr_text: str | None = None

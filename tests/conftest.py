@@ -59,6 +59,35 @@ def run_bench(out: Path, *args: str) -> tuple[dict, str]:
     return json.loads(path.read_text()), printed.getvalue()
 
 
+def kill_session(pid: int) -> None:
+    """SIGKILL a driver started with ``start_new_session=True``, then every process of the
+    session it led (its local Ray: gcs, raylet, workers, agents), and nothing else."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        left = [p for p in _session_pids(pid) if p != pid]
+        for p in left:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not left:
+            return
+        time.sleep(0.5)
+
+
+def _session_pids(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return pids
+
+
 # --- the Serve app, started as a user starts it ------------------------------------------------
 
 TEST_API_KEY = "test-key-123"

@@ -22,11 +22,12 @@ CLUSTER = REPO / "cluster"
 KUBERAY = CLUSTER / "kuberay"
 CRDS = Path(__file__).parent / "data" / "kuberay"
 SERVE_CONFIG = REPO / "configs" / "serve.yaml"
-MANIFESTS = ["raycluster.yaml", "rayjob-transcribe.yaml", "rayjob-synthesize.yaml", "rayservice.yaml"]
-RAYJOBS = ["rayjob-transcribe.yaml", "rayjob-synthesize.yaml"]
+RAYJOBS = ["rayjob-transcribe.yaml", "rayjob-synthesize.yaml", "rayjob-embed.yaml", "rayjob-finetune.yaml"]
+MANIFESTS = ["raycluster.yaml", *RAYJOBS, "rayservice.yaml"]
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml", "RayService": "ray.io_rayservices.yaml"}
 # `speech` subcommand -> the options class its --config file must validate as.
-OPTIONS_OF = {"transcribe": "TranscribeOptions", "synthesize": "SynthesizeOptions"}
+OPTIONS_OF = {"transcribe": "TranscribeOptions", "synthesize": "SynthesizeOptions", "embed": "EmbedOptions",
+              "finetune": "FinetuneOptions"}
 
 
 def _render_module():
@@ -137,7 +138,7 @@ def test_every_ray_container_caches_models_per_node_and_gets_shared_memory():
             assert mounts["dshm"] == "/dev/shm"
 
 
-@pytest.mark.parametrize("name", ["rayjob-transcribe.yaml", "rayjob-synthesize.yaml", "rayservice.yaml"])
+@pytest.mark.parametrize("name", [*RAYJOBS, "rayservice.yaml"])
 def test_generated_manifests_embed_the_raycluster_spec(name):
     manifest = _load(name)
     key = "rayClusterConfig" if manifest["kind"] == "RayService" else "rayClusterSpec"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from conftest import SAMPLES
+from conftest import SAMPLES, kill_session
 from jobs import transcribe
 from jobs.output import OutputError, open_output
 from speech.audio import decode
@@ -54,34 +53,6 @@ def _rows(out) -> pd.DataFrame:
     return transcribe.read_output(str(out)).to_pandas()
 
 
-def _kill_session(pid: int) -> None:
-    """SIGKILL the driver, then every process of the session it led (its local Ray)."""
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        left = [p for p in _session_pids(pid) if p != pid]
-        for p in left:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if not left:
-            return
-        time.sleep(0.5)
-
-
-def _session_pids(sid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getsid(int(entry.name)) == sid:
-                    pids.append(int(entry.name))
-            except (ProcessLookupError, PermissionError):
-                pass
-    return pids
-
-
 def test_kill_and_resume_gives_every_id_exactly_once(ray_local, checkpoints, corpus_200, tmp_path):
     model = checkpoints["ctc-xlsr"]
     transcribe.run(_options([corpus_200], tmp_path / "ref", model, batch_seconds=2))
@@ -107,7 +78,7 @@ def test_kill_and_resume_gives_every_id_exactly_once(ray_local, checkpoints, cor
             time.sleep(0.2)
         assert proc.poll() is None, "the job finished before it could be killed"
     finally:
-        _kill_session(proc.pid)
+        kill_session(proc.pid)
         proc.wait()
     first = _rows(out)["id"].tolist() if all(_readable(p) for p in out.glob("*.parquet")) else None
     assert first is None or len(first) < 200  # it really was interrupted

@@ -108,21 +108,24 @@ def _key(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def job_speech(models, tmp_path_factory) -> dict[str, bytes]:
-    """``{"wav": ..., "flac": ...}``: the files the synthesis job writes for SPEECH_TEXT with the
-    server's tts_options (its own stages, in this process)."""
+    """``{"wav": ..., "flac": ..., "wav@1.5": ..., "wav@0.8": ...}``: the files the synthesis job
+    writes for SPEECH_TEXT with the server's tts_options (and a speed), by its own stages in
+    this process."""
     from jobs.synthesize import PrepareRows, SynthesizeRows, write_audio
     from speech.options import SynthesizeOptions
 
     files = {}
-    for fmt in ("wav", "flac"):
+    for key, fmt, speed in (("wav", "wav", None), ("flac", "flac", None), ("wav@1.5", "wav", 1.5), ("wav@0.8", "wav", 0.8)):
         options = SynthesizeOptions(input="unused.txt", output=str(tmp_path_factory.mktemp("synth")), format=fmt,
-                                    model=str(models["tts-vits"]), cpus_per_actor=0.5, **_server_options("tts"))
+                                    model=str(models["tts-vits"]), cpus_per_actor=0.5, speed=speed,
+                                    **_server_options("tts"))
         corpus = pa.table({"id": ["row"], "text": [SPEECH_TEXT], "voice": pa.nulls(1, pa.string()),
-                           "language": pa.nulls(1, pa.string()), "seed": pa.nulls(1, pa.int64())})
+                           "language": pa.nulls(1, pa.string()), "seed": pa.nulls(1, pa.int64()),
+                           "speed": pa.nulls(1, pa.float64())})
         rows = write_audio(SynthesizeRows(options)(PrepareRows(options)(corpus)), options=options,
                            model=options.model, backend="vits").to_pylist()
         assert rows[0]["error"] is None and rows[0]["pieces"] == 3
-        files[fmt] = rows[0]["audio"]["bytes"]
+        files[key] = rows[0]["audio"]["bytes"]
     return files
 
 
@@ -286,6 +289,17 @@ def test_speech_equals_the_batch_job(client, job_speech):
         encoded = client.audio.speech.create(model="tts-vits", voice="default", input=SPEECH_TEXT, response_format=fmt)
         decoded, decoded_rate = sf.read(io.BytesIO(encoded.content))
         assert abs(len(decoded) / decoded_rate - len(samples) / rate) < 0.1, fmt
+
+
+def test_speeds_are_applied_per_request_by_one_loaded_model(client, job_speech):
+    """Each speed used to load the model again under its own multiplexed id (2.2-2.5 s a request,
+    issue 20): now the speed travels with the request's pieces and one model serves them all."""
+    for speed in (1.5, 0.8, 1.5):
+        wav = client.audio.speech.create(model="tts-vits", voice="default", input=SPEECH_TEXT, response_format="wav",
+                                         speed=speed).content
+        assert wav == job_speech[f"wav@{speed}"]  # byte for byte the job's file at that speed
+    assert job_speech["wav@1.5"] != job_speech["wav@0.8"] != job_speech["wav"]
+    assert _describe("Synthesizer")["loaded_models"] == ["tts-vits"]
 
 
 def test_speech_streams_piece_by_piece(client, job_speech):

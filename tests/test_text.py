@@ -11,7 +11,7 @@ import pytest
 from speech.inputs import InputError
 from speech.text import TextError, check_text, normalize_text, scoring_text, split_sentences, unsayable_characters
 from speech.text.corpus import read_corpus
-from speech.text.score import character_error_rate
+from speech.text.score import ErrorCounts, character_error_rate, error_counts, word_error_rate
 from speech.tts.frontend import piece_seed
 
 # --- normalization and validation ----------------------------------------------------------
@@ -114,18 +114,19 @@ def test_text_file_keeps_blank_lines_as_rows(tmp_path):
 
 def test_csv_with_ids_voices_and_seeds(tmp_path):
     path = tmp_path / "corpus.csv"
-    path.write_text("id,text,voice,seed\na,Hello,v1,3\nb,World,,\n", encoding="utf-8")
+    path.write_text("id,text,voice,seed,speed\na,Hello,v1,3,1.5\nb,World,,,\n", encoding="utf-8")
     table = read_corpus(str(path))
     assert table.to_pylist() == [
-        {"id": "a", "text": "Hello", "voice": "v1", "language": None, "seed": 3},
-        {"id": "b", "text": "World", "voice": None, "language": None, "seed": None},
+        {"id": "a", "text": "Hello", "voice": "v1", "language": None, "seed": 3, "speed": 1.5},
+        {"id": "b", "text": "World", "voice": None, "language": None, "seed": None, "speed": None},
     ]
 
 
 def test_jsonl_speaker_column_and_parquet(tmp_path):
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text(json.dumps({"text": "hi", "speaker": "s", "language": "en"}) + "\n", encoding="utf-8")
-    assert read_corpus(str(jsonl)).to_pylist() == [{"id": "1", "text": "hi", "voice": "s", "language": "en", "seed": None}]
+    assert read_corpus(str(jsonl)).to_pylist() == [
+        {"id": "1", "text": "hi", "voice": "s", "language": "en", "seed": None, "speed": None}]
     parquet = tmp_path / "c.parquet"
     pq.write_table(pa.table({"id": [10, 11], "text": ["a", None]}), parquet)
     assert read_corpus(str(parquet))["id"].to_pylist() == ["10", "11"]
@@ -149,3 +150,13 @@ def test_bad_corpus_structure_is_an_input_error(tmp_path, name, content, message
 def test_missing_corpus(tmp_path):
     with pytest.raises(InputError, match="input not found"):
         read_corpus(str(tmp_path / "nope.txt"))
+
+
+def test_word_error_rate_and_corpus_counts():
+    assert word_error_rate("the cat sat", "the bat sat") == pytest.approx(1 / 3)
+    assert word_error_rate("The cat, sat!", "the cat sat") == 0.0
+    assert word_error_rate("a b", "") == 1.0 and word_error_rate("", "") == 0.0
+    # A corpus's rate weighs rows by their length, not a mean of row rates.
+    total = error_counts("abcd", "abcd") + error_counts("ab", "")
+    assert total == ErrorCounts(char_edits=2, chars=6, word_edits=1, words=2)
+    assert total.cer == pytest.approx(2 / 6) and total.wer == pytest.approx(0.5)

@@ -35,6 +35,18 @@ class Window:
     right: int = 0
     offset: int = 0  # first sample of the window in the utterance
 
+    def kept_frames(self, ratio: int) -> slice:
+        """The window's own output frames, its overlap (``left``/``right``) dropped.
+
+        ``ratio``: input samples per output frame (e.g. 320 for wav2vec2). Samples are converted
+        to frames with the rounding of transformers' ``rescale_stride``, so stitched chunks match
+        its ASR pipeline. For a window without overlap this is every frame.
+        """
+        total = int(round(self.num_samples / ratio))
+        left = int(round(self.left / self.num_samples * total))
+        right = int(round(self.right / self.num_samples * total))
+        return slice(left, total - right)
+
 
 @dataclass
 class Transcript:

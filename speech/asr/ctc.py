@@ -17,10 +17,10 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
 from speech.asr.base import Transcript, Window
-from speech.batching import chunk_spans, pad, plan_batches
+from speech.batching import chunk_spans, pad, run_batches
 from speech.schema import Word
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class CtcFrontEnd:
@@ -107,7 +107,7 @@ class CtcRecognizer:
         strict_padding: bool = True,
     ):
         self.device = torch.device(device)
-        self.dtype = _DTYPES[dtype]
+        self.dtype = TORCH_DTYPES[dtype]
         self.model = AutoModelForCTC.from_pretrained(model, dtype=self.dtype).to(self.device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         feature_extractor = AutoFeatureExtractor.from_pretrained(model)
@@ -144,7 +144,7 @@ class CtcRecognizer:
     def greedy_ids(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The greedy token id of every output frame (int64 ``[frames]``) of each input, batched
         as :meth:`transcribe` batches windows. Live transcription's incremental steps."""
-        outputs, _ = self._run([Window(f, len(f)) for f in features])
+        outputs, _ = run_batches(list(features), self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
         return [output.ids for output in outputs]
 
     def frames(self, num_samples: int) -> int:
@@ -159,25 +159,14 @@ class CtcRecognizer:
 
     def _run(self, windows: list[Window]) -> tuple[list[_Alignment], list[int]]:
         """Forward every window; returns its greedy path and the padded samples it cost."""
-        outputs: list[_Alignment | None] = [None] * len(windows)
-        computed = [0] * len(windows)
-        lengths = [len(w.features) for w in windows]
-        for batch in plan_batches(lengths, self.batch_samples, exact_lengths=self.exact_lengths):
-            longest = max(lengths[i] for i in batch)
-            for i, alignment in zip(batch, self._forward([windows[i].features for i in batch])):
-                outputs[i] = alignment
-                computed[i] = longest
-        return outputs, computed
+        features = [w.features for w in windows]
+        return run_batches(features, self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[_Alignment]:
-        padded, lengths = pad(features, self.padding_value)
-        inputs = torch.from_numpy(padded).to(self.device, self.dtype)
-        kwargs = {}
-        if self.uses_attention_mask:
-            kwargs["attention_mask"] = (torch.arange(padded.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]).to(
-                self.device
-            )
+        inputs, kwargs, lengths = padded_inputs(
+            features, self.padding_value, attention_mask=self.uses_attention_mask, device=self.device, dtype=self.dtype
+        )
         logits = self.model(inputs, **kwargs).logits  # [batch, frames, vocab]
         # Argmax of the logits themselves, as transformers decodes; the posterior of
         # the chosen token is the confidence.
@@ -214,10 +203,10 @@ class CtcRecognizer:
     def _stitch(self, parts: list[_Alignment], windows: list[Window]) -> _Alignment:
         """Join one utterance's window outputs into one path on the utterance's timeline.
 
-        Overlapping chunks: the frames of each chunk's strides are dropped, converted from
-        samples to frames with the rounding of transformers' ``rescale_stride``, so chunked
-        output matches its pipeline. Speech spans (VAD): a word delimiter is put between
-        spans, since a pause ends a word and CTC must not merge tokens across it.
+        Overlapping chunks: the frames of each chunk's strides are dropped
+        (:meth:`Window.kept_frames`), so chunked output matches transformers' pipeline. Speech
+        spans (VAD): a word delimiter is put between spans, since a pause ends a word and CTC
+        must not merge tokens across it.
         """
         if not parts:  # VAD found no speech
             return _Alignment(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0))
@@ -226,19 +215,29 @@ class CtcRecognizer:
         delimiter = self.tokenizer.convert_tokens_to_ids(self.tokenizer.word_delimiter_token)
         ids, probs, times = [], [], []
         for i, (part, window) in enumerate(zip(parts, windows)):
-            total = int(round(window.num_samples / self.ratio))
-            left = int(round(window.left / window.num_samples * total))
-            right = int(round(window.right / window.num_samples * total))
+            kept = window.kept_frames(self.ratio)
             start = window.offset / self.sample_rate
             if i and window.left == 0:  # a gap between speech spans
                 ids.append(np.array([delimiter]))
                 probs.append(np.ones(1, np.float32))
                 times.append(np.array([start]))
-            ids.append(part.ids[left : total - right])
-            probs.append(part.probs[left : total - right])
-            times.append(start + part.times[left : total - right])
+            ids.append(part.ids[kept])
+            probs.append(part.probs[kept])
+            times.append(start + part.times[kept])
         return _Alignment(np.concatenate(ids), np.concatenate(probs), np.concatenate(times))
 
+
+def padded_inputs(
+    features: list[np.ndarray], padding_value: float, *, attention_mask: bool, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, dict, np.ndarray]:
+    """1-D model inputs padded into ``[batch, samples]`` on ``device``, the forward's keyword
+    arguments (the attention mask, for models that take one) and the int64 lengths ``[batch]``."""
+    padded, lengths = pad(features, padding_value)
+    kwargs = {}
+    if attention_mask:
+        mask = torch.arange(padded.shape[1])[None, :] < torch.from_numpy(lengths)[:, None]
+        kwargs["attention_mask"] = mask.to(device)
+    return torch.from_numpy(padded).to(device, dtype), kwargs, lengths
 
 
 def _aligned(samples: float, align: int) -> int:

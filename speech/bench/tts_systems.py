@@ -197,8 +197,12 @@ def _prepared(options, front_end):
         row["seed"] = options.seed if row["seed"] is None else int(row["seed"])
         row["language"] = row["language"] or options.language
         try:
-            utterances = prepare_row(front_end, row["text"], voice=row["voice"] or options.voice,
-                                     language=row["language"], seed=row["seed"], max_text_chars=options.max_text_chars)
+            utterances = prepare_row(
+                front_end, row["text"], voice=row["voice"] or options.voice, language=row["language"],
+                seed=row["seed"], max_text_chars=options.max_text_chars,
+                speed=options.speed if row["speed"] is None else row["speed"], normalize=options.normalize,
+                unknown_chars=options.unknown_chars,
+            ).utterances
         except TextError as err:
             raise BenchError(f"corpus row {row['id']!r} cannot be synthesized: {err}") from err
         yield row, utterances

@@ -1,7 +1,7 @@
 """Read a text corpus: a plain text file (one utterance a line), JSONL, CSV or Parquet.
 
-Structured inputs need a ``text`` column; ``id``, ``voice`` (or ``speaker``), ``language`` and
-``seed`` are optional. Files are opened through fsspec, so any URL with an installed
+Structured inputs need a ``text`` column; ``id``, ``voice`` (or ``speaker``), ``language``,
+``seed`` and ``speed`` are optional. Files are opened through fsspec, so any URL with an installed
 filesystem works. The result has :data:`CORPUS_SCHEMA`; nothing here judges the text
 itself (empty or unsayable rows are the front end's business and get an error there).
 """
@@ -24,6 +24,7 @@ CORPUS_SCHEMA = pa.schema(
         pa.field("voice", pa.string()),
         pa.field("language", pa.string()),
         pa.field("seed", pa.int64()),
+        pa.field("speed", pa.float64()),  # speaking rate of the row (vits, kokoro)
     ]
 )
 
@@ -64,6 +65,7 @@ def read_corpus(path: str) -> pa.Table:
         "voice": voice,
         "language": _column(table, "language", path, pa.string()),
         "seed": _column(table, "seed", path, pa.int64()),
+        "speed": _column(table, "speed", path, pa.float64()),
     }
     columns = {name: (pa.nulls(n, CORPUS_SCHEMA.field(name).type) if col is None else col) for name, col in columns.items()}
     for name in ("voice", "language"):  # CSV gives "" for a missing value: it means "default"

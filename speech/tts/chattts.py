@@ -30,7 +30,7 @@ import torch
 
 from speech.text import TextError
 from speech.text.validate import describe_unsayable, unsayable_characters
-from speech.tts.base import Utterance
+from speech.tts.base import Utterance, Voice
 from speech.tts.vocoder import VocosVocoder
 
 #: Optional file of a checkpoint directory: overrides of ``ChatTTS.config.Config`` (nested JSON).
@@ -76,6 +76,7 @@ class ChatTtsFrontEnd:
     """Marker-aware checks and ChatTTS's own normalizer (homophones, punctuation); no weights."""
 
     backend = "chattts"
+    markers = _MARKER
 
     def __init__(self, model: str, *, max_piece_chars: int = 120):
         from ChatTTS.model import Speaker
@@ -103,6 +104,15 @@ class ChatTtsFrontEnd:
 
     def strip_markers(self, text: str) -> str:
         return _MARKER.sub(" ", text)
+
+    def sayable(self, char: str, *, voice: str, language: str | None) -> bool:
+        return _is_sayable(char)
+
+    def voices(self) -> list[Voice]:
+        return [
+            Voice("seed:N", "zh, en", "any N >= 0: a speaker drawn from the model's speaker statistics with seed N"),
+            Voice("<embedding>", "zh, en", "a speaker embedding string, as Chat.sample_random_speaker() returns"),
+        ]
 
     def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[str, int]:
         missing = unsayable_characters(self.strip_markers(piece), _is_sayable)

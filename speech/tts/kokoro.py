@@ -6,6 +6,11 @@ A checkpoint directory has the layout of the hexgrad/Kokoro-82M hub repository:
 (``a`` American English, ``b`` British English, ``e`` Spanish, ``f`` French, ``h`` Hindi,
 ``i`` Italian, ``p`` Brazilian Portuguese, ``j`` Japanese, ``z`` Mandarin).
 
+A voice may be a blend of packs, ``af_heart:0.7+am_adam:0.3``: the packs' weighted average
+with the weights normalized to sum to 1 (``af_heart+am_adam`` weighs them equally, which is
+what ``KPipeline.load_voice("af_heart,am_adam")`` does: ``torch.mean`` of the stacked packs).
+A blend speaks the language of its first voice.
+
 G2P runs in the front end (CPU): misaki's own front end for the language where it is
 installed, otherwise espeak-ng through misaki's ``EspeakG2P`` (misaki's English front end
 needs the spaCy model ``en_core_web_sm``, which it would try to download; it is only used
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 
 from speech.text import TextError
-from speech.tts.base import Utterance
+from speech.tts.base import Utterance, Voice
 from speech.tts.frontend import PieceTooLong
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,28 @@ _ESPEAK = {"a": "en-us", "b": "en-gb", "e": "es", "f": "fr-fr", "h": "hi", "i": 
 # Row ``language`` values -> Kokoro language code.
 _LANGUAGES = {"en": "a", "en-us": "a", "en-gb": "b", "es": "e", "fr": "f", "fr-fr": "f", "hi": "h", "it": "i",
               "pt": "p", "pt-br": "p", "ja": "j", "zh": "z", "cmn": "z"}
+
+
+#: Kokoro language code -> the language a voice of it speaks, as ``speech voices`` lists it.
+_VOICE_LANGUAGES = {"a": "en-us", "b": "en-gb", "e": "es", "f": "fr", "h": "hi", "i": "it", "p": "pt-br", "j": "ja",
+                    "z": "zh"}
+
+
+def parse_blend(voice: str) -> list[tuple[str, float]]:
+    """``"af_heart:0.7+am_adam:0.3"`` -> ``[("af_heart", 0.7), ("am_adam", 0.3)]``, weights
+    normalized to sum to 1 (a voice without ``:weight`` weighs 1). Raises ``TextError``."""
+    parts = []
+    for part in voice.split("+"):
+        name, _, weight = part.strip().partition(":")
+        try:
+            value = float(weight) if weight else 1.0
+        except ValueError:
+            value = -1.0
+        if not name or not value > 0 or value == float("inf"):
+            raise TextError(f"voice {voice!r}: expected NAME or NAME:WEIGHT+NAME:WEIGHT with positive weights")
+        parts.append((name, value))
+    total = sum(weight for _, weight in parts)
+    return [(name, weight / total) for name, weight in parts]
 
 
 def _voices(model: str | Path) -> dict[str, Path]:
@@ -53,27 +80,50 @@ class KokoroFrontEnd:
     backend = "kokoro"
 
     def __init__(self, model: str, *, max_piece_chars: int = 300, default_voice: str | None = None):
-        self.voices = sorted(_voices(model))
-        if not self.voices:
+        self.names = sorted(_voices(model))
+        if not self.names:
             raise ValueError(f"no voice packs in {Path(model) / 'voices'}")
         self.vocab, context = _vocab(model)
         self.max_phonemes = context - 2  # KModel adds a boundary token at each end
-        self.default_voice = default_voice or ("af_heart" if "af_heart" in self.voices else self.voices[0])
+        self.default_voice = default_voice or ("af_heart" if "af_heart" in self.names else self.names[0])
         self.max_piece_chars = max_piece_chars
         self._g2p: dict[str, object] = {}
+        self._sayable: dict[tuple[str, str], bool] = {}
+
+    markers = None  # Kokoro has no prosody markers
 
     def resolve_voice(self, voice: str | None, seed: int) -> str:
-        voice = voice or self.default_voice
-        if voice not in self.voices:
-            shown = ", ".join(self.voices[:10]) + (" ..." if len(self.voices) > 10 else "")
-            raise TextError(f"unknown voice {voice!r}; this kokoro model has: {shown}")
-        return voice
+        """A pack name, or a blend in canonical form (normalized weights: ``a:0.7+b:0.3``)."""
+        blend = parse_blend(voice or self.default_voice)
+        for name, _ in blend:
+            if name not in self.names:
+                shown = ", ".join(self.names[:10]) + (" ..." if len(self.names) > 10 else "")
+                raise TextError(f"unknown voice {name!r}; this kokoro model has: {shown}")
+        if len(blend) == 1:
+            return blend[0][0]
+        return "+".join(f"{name}:{weight:.6g}" for name, weight in blend)
 
     def strip_markers(self, text: str) -> str:
-        return text  # Kokoro has no prosody markers
+        return text
+
+    def sayable(self, char: str, *, voice: str, language: str | None) -> bool:
+        """Whether the G2P of the row's language turns ``char`` alone into phonemes of the vocabulary."""
+        code = self._code(voice, language)
+        key = (code, char)
+        if key not in self._sayable:
+            phonemes = (self.g2p(code)(char)[0] or "").strip()
+            self._sayable[key] = bool(phonemes) and all(p in self.vocab for p in phonemes)
+        return self._sayable[key]
+
+    def voices(self) -> list[Voice]:
+        return [Voice(name, _VOICE_LANGUAGES.get(name[0], "?")) for name in self.names]
+
+    @staticmethod
+    def _code(voice: str, language: str | None) -> str:
+        return _LANGUAGES.get((language or "").lower(), voice[0])
 
     def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[str, int]:
-        code = _LANGUAGES.get((language or "").lower(), voice[0])
+        code = self._code(voice, language)
         phonemes, _ = self.g2p(code)(piece)
         phonemes = (phonemes or "").strip()
         unknown = sorted({p for p in phonemes if p not in self.vocab})
@@ -127,7 +177,7 @@ class KokoroTts:
     backend = "kokoro"
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model: str, *, device: str = "cpu", speed: float = 1.0):
+    def __init__(self, model: str, *, device: str = "cpu"):
         from kokoro import KModel
 
         weights = sorted(Path(model).glob("*.pth"))
@@ -139,7 +189,6 @@ class KokoroTts:
         self.model = self.model.to(self.device).eval()
         self.voice_files = _voices(model)
         self.packs: dict[str, torch.Tensor] = {}
-        self.speed = speed
 
     @torch.no_grad()
     def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
@@ -151,11 +200,16 @@ class KokoroTts:
             style = self._pack(utterance.voice)[len(utterance.inputs) - 1]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(utterance.seed)
-                audio = self.model(utterance.inputs, style, self.speed)
+                audio = self.model(utterance.inputs, style, 1.0 if utterance.speed is None else utterance.speed)
             waveforms.append(audio.float().cpu().numpy().reshape(-1))
         return waveforms
 
     def _pack(self, voice: str) -> torch.Tensor:
+        """The voice's pack ``[510, 1, 256]``; a blend's is the weighted sum of its packs."""
         if voice not in self.packs:
-            self.packs[voice] = torch.load(self.voice_files[voice], map_location="cpu", weights_only=True)
+            blend = parse_blend(voice)
+            if len(blend) == 1:
+                self.packs[voice] = torch.load(self.voice_files[voice], map_location="cpu", weights_only=True)
+            else:
+                self.packs[voice] = sum(weight * self._pack(name) for name, weight in blend)
         return self.packs[voice]

@@ -17,9 +17,14 @@ from transformers.models.vits.tokenization_vits import has_non_roman_characters
 
 from speech.text import TextError
 from speech.text.validate import describe_unsayable, unsayable_characters
-from speech.tts.base import Utterance
+from speech.tts.base import Utterance, Voice
 
 _DEFAULT_VOICE = "default"
+
+# uroman turns Han numerals back into Arabic digits (十二 -> 12), which MMS vocabularies do not
+# have and uroman has no switch against: their pinyin goes in first (a table, by hand).
+_HAN_NUMERALS = str.maketrans({c: f" {p} " for c, p in zip(
+    "零〇一二两三四五六七八九十百千万亿幺", "ling ling yi er liang san si wu liu qi ba jiu shi bai qian wan yi yao".split())})
 
 
 class VitsFrontEnd:
@@ -34,21 +39,50 @@ class VitsFrontEnd:
         self.uroman = _uroman() if getattr(self.tokenizer, "is_uroman", False) else None
         self.num_speakers = int(AutoConfig.from_pretrained(model).num_speakers)
         self.max_piece_chars = max_piece_chars
+        self._sayable: dict[str, bool] = {}
+
+    markers = None  # VITS has no prosody markers
 
     def resolve_voice(self, voice: str | None, seed: int) -> str:
         return resolve_speaker(voice, self.num_speakers)
 
     def strip_markers(self, text: str) -> str:
-        return text  # VITS has no prosody markers
+        return text
+
+    def sayable(self, char: str, *, voice: str, language: str | None) -> bool:
+        """Whether ``char``, romanized and normalized as the tokenizer will, is in the vocabulary."""
+        if char not in self._sayable:
+            prepared = self._prepare(char)
+            self._sayable[char] = bool(prepared.strip()) and not unsayable_characters(prepared, self._known)
+        return self._sayable[char]
+
+    def voices(self) -> list[Voice]:
+        language = getattr(self.tokenizer, "language", None) or "?"
+        if self.num_speakers <= 1:
+            return [Voice(_DEFAULT_VOICE, language)]
+        return [Voice(str(i), language, "speaker index") for i in range(self.num_speakers)]
+
+    def _known(self, char: str) -> bool:
+        return char in self.tokenizer.encoder
+
+    def _romanize(self, text: str) -> str:
+        if self.uroman is not None and has_non_roman_characters(text):
+            return self.uroman.romanize_string(text.translate(_HAN_NUMERALS))
+        return text
+
+    def _prepare(self, text: str) -> str:
+        """What the tokenizer will see: romanized, lower-cased or phonemized, before it silently
+        drops what is not in its vocabulary."""
+        tokenizer = self.tokenizer
+        return tokenizer.prepare_for_tokenization(tokenizer.normalize_text(self._romanize(text)), normalize=False)[0]
 
     def encode(self, piece: str, *, voice: str, language: str | None) -> tuple[list[int], int]:
         tokenizer = self.tokenizer
-        # What the tokenizer will see: lower-cased, romanized or phonemized, before it
-        # silently drops what is not in its vocabulary; letters dropped there are an error.
-        if self.uroman is not None and has_non_roman_characters(piece):
-            piece = self.uroman.romanize_string(piece)
-        prepared, _ = tokenizer.prepare_for_tokenization(tokenizer.normalize_text(piece), normalize=False)
-        missing = unsayable_characters(prepared, lambda c: c in tokenizer.encoder)
+        piece = self._romanize(piece)
+        # Letters the tokenizer would drop are an error (the unknown_chars policy has handled
+        # the row's characters; romanizing a whole piece can still differ from single letters).
+        prepared = self._prepare(piece)
+        missing = unsayable_characters(prepared, self._known)
         if missing:
             raise TextError(describe_unsayable(missing, self.backend))
         ids = tokenizer(piece).input_ids
@@ -83,11 +117,10 @@ class VitsTts:
 
     backend = "vits"
 
-    def __init__(self, model: str, *, device: str = "cpu", speaking_rate: float | None = None):
+    def __init__(self, model: str, *, device: str = "cpu"):
         self.device = torch.device(device)
         self.model = VitsModel.from_pretrained(model).to(self.device).eval()
         self.sample_rate = int(self.model.config.sampling_rate)
-        self.speaking_rate = speaking_rate
 
     @torch.inference_mode()
     def synthesize(self, utterances: Sequence[Utterance]) -> list[np.ndarray]:
@@ -100,8 +133,8 @@ class VitsTts:
             kwargs = {}
             if utterance.voice != _DEFAULT_VOICE:
                 kwargs["speaker_id"] = int(utterance.voice)
-            if self.speaking_rate is not None:
-                kwargs["speaking_rate"] = self.speaking_rate
+            if utterance.speed is not None:
+                kwargs["speaking_rate"] = utterance.speed  # durations scaled by 1 / speed
             ids = torch.tensor([utterance.inputs], device=self.device)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(utterance.seed)

@@ -1,0 +1,140 @@
+"""The corpus embedding job: the transcription job's spine with an embedder in the model actors.
+
+Inputs, probing, duration sorting, prepare units (decode, features, chunking of long files),
+per-row errors, resume and the summary are those of jobs/transcribe.py; this module supplies
+the :class:`~jobs.task.Task`: a model stage holding a :class:`speech.asr.embed.Embedder`, and
+rows of :func:`speech.schema.embedding_schema`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from jobs import output as output_files
+from jobs import transcribe
+from jobs.output import count_rows, write_summary
+from jobs.task import Task
+from jobs.transcribe import Plan, RecognizeUnits
+
+from speech.asr import ModelError
+from speech.asr.embed import Embedder, inspect_model, load_embed_front_end
+from speech.options import EmbedOptions
+from speech.schema import EmbeddingRow, embedding_schema, embeddings_table
+from speech.testing import faults
+
+
+class EmbedUnits(RecognizeUnits):
+    """Ray Data callable holding one embedder: packed units -> embedding rows."""
+
+    def _load(self, options: EmbedOptions, device: str) -> Embedder:
+        embedder = Embedder(
+            options.model,
+            layer=options.layer,
+            pooling=options.pooling,
+            device=device,
+            dtype=options.dtype,
+            batch_seconds=options.budget_s("embed"),
+            strict_padding=options.strict_padding,
+        )
+        self.schema = _schema(options)
+        return embedder
+
+    def _infer(self, items: list) -> list:
+        faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
+        return self.recognizer.embed([i.windows for i in items])
+
+    def _row(self, item, result) -> EmbeddingRow:
+        embedder: Embedder = self.recognizer
+        row = EmbeddingRow(
+            id=item.id,
+            path=item.path,
+            duration_s=item.duration_s,
+            model=self.options.model,
+            layer=embedder.layer,
+            frame_rate_hz=embedder.info.frame_rate_hz,
+            error=item.error,
+        )
+        if isinstance(result, str):  # the model failed on this item
+            row.error = result
+        elif result is not None:
+            row.embedding = result.vectors
+        return row
+
+    def _table(self, rows: list[EmbeddingRow]) -> pa.Table:
+        return embeddings_table(rows, self.schema)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Figures of one run, as written to ``OUTPUT/_summary.json``."""
+
+    rows: int
+    ok: int
+    errors: int
+    duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
+    audio_seconds: float  # decoded audio of the rows that got an embedding
+    wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
+    rtfx: float  # audio_seconds / wall_seconds
+    model: str
+    layer: int | str  # as asked: an index (negative from the end) or "all"
+    pooling: str
+    hidden_size: int
+    output: str
+
+
+def _detect(options: EmbedOptions) -> str:
+    model = inspect_model(options.model)
+    try:
+        model.resolve_layer(options.layer)
+    except ValueError as err:
+        raise ModelError(f"model {options.model!r}: {err}") from err
+    return Embedder.backend
+
+
+def _schema(options: EmbedOptions) -> pa.Schema:
+    hidden = inspect_model(options.model).hidden_size
+    return embedding_schema(hidden, pooling=options.pooling, all_layers=options.layer == "all")
+
+
+def summarize(options: EmbedOptions, backend: str, wall_seconds: float) -> Summary:
+    """Read the whole output back (all runs) and write ``_summary.json`` beside it."""
+    counts = count_rows(options.output, _schema(options), ["duration_s"])
+    audio = counts.sums["duration_s"]
+    summary = Summary(
+        rows=counts.rows,
+        ok=counts.ok,
+        errors=counts.errors,
+        duplicate_ids=counts.duplicate_ids,
+        audio_seconds=round(audio, 3),
+        wall_seconds=round(wall_seconds, 3),
+        rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+        model=options.model,
+        layer=options.layer,
+        pooling=options.pooling,
+        hidden_size=inspect_model(options.model).hidden_size,
+        output=options.output,
+    )
+    return write_summary(options.output, summary)
+
+
+EMBED = Task(
+    "embed", detect=_detect, front_end=load_embed_front_end, model_stage=EmbedUnits, schema=_schema,
+    summarize=summarize,
+)
+
+
+def check(options: EmbedOptions) -> Plan:
+    """Everything that can fail before any Ray work (see :func:`jobs.transcribe.check`)."""
+    return transcribe.check(options, EMBED)
+
+
+def run(options: EmbedOptions, plan: Plan | None = None) -> Summary:
+    """Run the embedding job on a Ray that is already initialized; returns the summary."""
+    return transcribe.run(options, plan, EMBED)
+
+
+def read_output(options: EmbedOptions, columns: list[str] | None = None) -> pa.Table:
+    """The output directory of a job run with ``options`` (every run into it) as one table."""
+    return output_files.read_output(options.output, _schema(options), columns)

@@ -1,0 +1,33 @@
+"""What a job on the audio corpus spine computes.
+
+The spine (jobs/transcribe.py: inputs, probing, sorting, prepare units, model actors, per-row
+errors, resume, summary) is the same for every job that turns audio files into one row each;
+a :class:`Task` names the parts that differ. ``speech transcribe`` is ``transcribe.TRANSCRIBE``,
+``speech embed`` is ``embed.EMBED``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pyarrow as pa
+
+from speech.asr.base import FrontEnd
+from speech.options import AudioJobOptions
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # recorded in OUTPUT/_job.json, so a resume refuses another task's output
+    # The model's backend name (a DEFAULT_BATCH_SECONDS key), from configs alone, before Ray
+    # starts; raises speech.asr.ModelError for a model or options the task cannot use.
+    detect: Callable[[AudioJobOptions], str]
+    # (model, options) -> the CPU front end of the prepare actors (pickled to them by Ray).
+    front_end: Callable[[str, AudioJobOptions], FrontEnd]
+    # Ray Data callable class taking (options): packed units -> a table of output rows
+    # (jobs.transcribe.RecognizeUnits or a subclass).
+    model_stage: type
+    schema: Callable[[AudioJobOptions], pa.Schema]  # of the output rows
+    # (options, backend, wall seconds) -> the run's summary dataclass, also written to OUTPUT.
+    summarize: Callable[[AudioJobOptions, str, float], Any]
