@@ -307,7 +307,7 @@ class StreamOptions(_Options):
 
     ctc_context_s: float = Field(1.0, ge=0)  # audio before the new audio that each step re-reads
     ctc_lookahead_s: float = Field(0.2, ge=0)  # frames are emitted once this much audio follows them
-    ctc_step_s: float = Field(0.2, gt=0)  # a step waits until it can emit this much more audio
+    ctc_step_s: float = Field(0.2, gt=0)  # a step waits until it can emit this much more audio (a turn's first: any)
     # CTC: the completed text comes from one more pass over the whole turn (its text then equals
     # the offline transcript of the turn's audio, whose normalization is the whole turn's);
     # false: it is the streamed frames' text (no extra pass, per-window normalization).

@@ -274,10 +274,12 @@ class LiveTranscription:
                 plan.decodes.append(("final", turn))
         if self._open is not None:
             turn, known = self._open, self._known_end() - self._open.start
-            # A CTC step is worth its cost once ctc_step_s more audio can be emitted: audio with
-            # ctc_lookahead_s after it.
+            # A CTC step is worth its cost once ctc_step_s more audio can be emitted (audio with
+            # ctc_lookahead_s after it); a turn's first step runs as soon as any can, for an early
+            # first partial.
             emittable = known - round(self.options.ctc_lookahead_s * self.rate)
-            if self.backend == "ctc" and emittable - turn.stepped_to >= self.options.ctc_step_s * self.rate:
+            due = self.options.ctc_step_s * self.rate if turn.stepped_to else 1
+            if self.backend == "ctc" and emittable - turn.stepped_to >= due:
                 turn.stepped_to = emittable
                 ctc.append(self._ctc_step(turn, known, final=False))
                 plan.decodes.append(("ctc", turn))
