@@ -9,6 +9,9 @@ setup: .venv/.installed
 .venv/.installed: pyproject.toml
 	# torchcodec (audio in Hugging Face datasets) needs FFmpeg's shared libraries.
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null)
+	# The page's browser test (tests/test_live.py) drives Debian's headless Chromium with chromedriver.
+	(command -v chromium && command -v chromedriver) >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 	# The fine-tuning tests speak their training words with espeak-ng.
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
 	python3.11 -m venv .venv

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ray.serve import Application
 
 from serve import asr, http, tts
-from speech.options import OptionsError, read_config
+from speech.options import OptionsError, StreamOptions, read_config
 
 APP_NAME = "speech"
 IMPORT_PATH = "serve.app:build_app"
@@ -49,6 +49,9 @@ class ServeArgs(BaseModel):
     # decide the output), so answers equal the batch jobs' with the same options.
     asr_options: dict[str, Any] = Field(default_factory=dict)
     tts_options: dict[str, Any] = Field(default_factory=dict)
+    # Live transcription (/v1/realtime): StreamOptions fields (CTC windows, Whisper partials,
+    # turn and session limits).
+    stream_options: dict[str, Any] = Field(default_factory=dict)
     max_models_per_replica: int = Field(2, ge=1)  # multiplexed models kept per replica (LRU)
     max_upload_mb: float = Field(25.0, gt=0)  # largest upload (MiB); larger ones get 413
     api_key_env: str | None = None  # environment variable with the API key; None: no key needed
@@ -67,6 +70,7 @@ class ServeArgs(BaseModel):
         # Bad option names or values fail here, at deploy time, naming the field.
         _check_options(lambda: asr.transcribe_options("<model>", self.asr_options, gpus=1.0), "asr_options")
         _check_options(lambda: tts.synthesize_options("<model>", self.tts_options), "tts_options")
+        _check_options(lambda: StreamOptions.model_validate(self.stream_options), "stream_options")
         return self
 
 
@@ -123,12 +127,13 @@ def build_app(args: ServeArgs) -> Application:
     transcriber = synthesizer = None
     if args.asr_models:
         sources = {m.name: m.source for m in models if m.kind == "transcription"}
-        transcriber = asr.Transcriber.bind(sources, args.asr_options, args.max_models_per_replica)
+        transcriber = asr.Transcriber.bind(sources, args.asr_options, args.max_models_per_replica, args.stream_options)
     if args.tts_models:
         sources = {m.name: m.source for m in models if m.kind == "speech"}
         synthesizer = tts.Synthesizer.bind(sources, args.tts_options, args.max_models_per_replica)
     settings = http.GatewaySettings(
-        models=models, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key_env=args.api_key_env
+        models=models, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key_env=args.api_key_env,
+        stream_options=StreamOptions.model_validate(args.stream_options),
     )
     return http.Gateway.bind(settings, transcriber, synthesizer)
 

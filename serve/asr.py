@@ -10,12 +10,19 @@ model's ``batch_seconds`` budget, as in the job. Transcripts therefore equal the
 
 Models are multiplexed: the model id of a request is a served model's name, with
 ``#translate`` appended for translation (a Whisper recognizer built with ``task=translate``).
+
+Live transcription (``/v1/realtime``, :mod:`serve.realtime`) runs on the same replicas and
+model objects: a session's steps (:class:`speech.asr.streaming.StreamWork`: VAD frames, CTC
+windows, turn decodes) wait in a batch queue of their own, with the same limits, so the steps
+of many sessions share model calls (:class:`speech.asr.streaming.StreamingModel`). Steps carry
+all the stream state they need; any replica can take any session's next step.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import Field
@@ -23,8 +30,10 @@ from ray import serve
 
 from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, model_deployment
 from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, detect_backend, load_front_end, load_recognizer
+from speech.asr.streaming import StreamingModel, StreamOutput, StreamWork
+from speech.asr.vad import default_vad
 from speech.audio import AudioDecodeError, decode
-from speech.options import TranscribeOptions
+from speech.options import StreamOptions, TranscribeOptions
 from speech.schema import TranscriptRow
 
 DEPLOYMENT = "Transcriber"
@@ -58,6 +67,14 @@ class AsrRequest:
 
 
 @dataclass(frozen=True)
+class StreamFormat:
+    """What a live session needs to know of its model before sending audio."""
+
+    backend: str  # "ctc" or "whisper"
+    sample_rate: int  # Hz of the audio its steps carry
+
+
+@dataclass(frozen=True)
 class AsrResult:
     row: TranscriptRow  # as the job would write it (id is the filename)
     batch_size: int  # requests in the model call that served this one
@@ -84,11 +101,14 @@ def transcribe_options(source: str, overrides: dict[str, Any], *, task: Task = "
 class _Model:
     """One served ASR model in a replica: the job's two halves of it."""
 
-    def __init__(self, name: str, options: TranscribeOptions, device: str):
+    def __init__(self, name: str, options: TranscribeOptions, device: str, stream_options: StreamOptions):
         self.name = name
         self.options = options
         self.front_end: FrontEnd = load_front_end(options.model, options)
         self.recognizer: Recognizer = load_recognizer(options.model, options, device)
+        # The process's one Silero detector (loaded once, in this model thread) scores every
+        # live session's frames.
+        self.streaming = StreamingModel(self.front_end, self.recognizer, default_vad(), stream_options)
 
     def prepare(self, audio: bytes, filename: str) -> tuple[list[Window], float] | Rejected:
         """Upload bytes -> (windows, seconds of audio), as the job's prepare stage does."""
@@ -105,24 +125,32 @@ class _Model:
     def transcribe(self, payloads: list[tuple[list[Window], str | None]]) -> list[Transcript]:
         return self.recognizer.transcribe([windows for windows, _ in payloads], [lang for _, lang in payloads])
 
+    def stream(self, works: list[StreamWork]) -> list[StreamOutput]:
+        return self.streaming.run(works)
+
 
 @model_deployment(DEPLOYMENT, AsrBatching)
 class Transcriber:
     """Speech recognition replica: several multiplexed models, budgeted dynamic batching.
 
     Args: as :class:`serve.replica.ModelReplica`'s; ``options`` are the ``asr_options``, the
-    TranscribeOptions every model runs with.
+    TranscribeOptions every model runs with; ``stream_options`` the StreamOptions fields of
+    live sessions.
     """
 
-    async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int):
+    async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int,
+                       stream_options: dict[str, Any] | None = None):
+        self._stream_options = StreamOptions.model_validate(stream_options or {})
         self._replica: ModelReplica[_Model] = ModelReplica(models, options, max_models, AsrBatching, self._load)
         self._gpus = 1.0 if self._replica.device == "cuda" else 0.0
         self._languages: set[tuple[str, Task, str]] = set()  # (model, task, language) known to be accepted
+        self._stream_batches: Counter[int] = Counter()  # stream steps served, by the size of their batch
         await self._replica.load_default()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
+        """Apply a new ``user_config`` (batch size, budget, wait) to both batch queues without restarting."""
         self._replica.reconfigure(self._recognize, user_config)
+        self._replica.reconfigure(self._stream_batch, user_config)
 
     def _options(self, name: str, task: Task, language: str | None = None) -> TranscribeOptions:
         overrides = self._replica.overrides if language is None else {**self._replica.overrides, "language": language}
@@ -130,7 +158,7 @@ class Transcriber:
 
     def _load(self, key: str) -> _Model:
         name, _, task = key.partition("#")
-        return _Model(name, self._options(name, task or "transcribe"), self._replica.device)
+        return _Model(name, self._options(name, task or "transcribe"), self._replica.device, self._stream_options)
 
     async def transcribe(self, request: AsrRequest) -> AsrResult | Rejected:
         """Recognize one upload with the model named by the request's multiplexed model id.
@@ -173,6 +201,30 @@ class Transcriber:
     async def _recognize(self, items: list[Item]) -> list[tuple[Transcript, int] | Exception]:
         return await self._replica.run_batch(_Model.transcribe, items)
 
+    async def open_stream(self, language: str | None) -> StreamFormat | Rejected:
+        """A live session's model (the multiplexed model id), loaded, and the language checked."""
+        model = await self._replica.model()
+        if language is not None:
+            problem = await asyncio.to_thread(self._check_language, model.name, model.options.task, language)
+            if problem is not None:
+                return Rejected("language", problem)
+        return StreamFormat(model.recognizer.backend, model.front_end.sample_rate)
+
+    async def stream(self, work: StreamWork) -> StreamOutput:
+        """One live session's step, batched with other sessions' steps for the same model."""
+        model = await self._replica.model()
+        item = Item(work, work.audio_seconds(model.front_end.sample_rate), self._replica.budget)
+        result = await self._stream_batch(item)
+        if isinstance(result, Exception):
+            raise result
+        output, batch_size = result
+        self._stream_batches[batch_size] += 1
+        return replace(output, batch_size=batch_size)
+
+    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
+    async def _stream_batch(self, items: list[Item]) -> list[tuple[StreamOutput, int] | Exception]:
+        return await self._replica.run_batch(_Model.stream, items)
+
     def _check_language(self, name: str, task: Task, language: str) -> str | None:
         """Why model ``name`` cannot take ``language``, or None if it can (reads configs once)."""
         if (name, task, language) in self._languages:
@@ -185,8 +237,10 @@ class Transcriber:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """Replica facts for operators and tests: when it started, its batching, its models."""
-        return self._replica.describe()
+        """Replica facts for operators and tests: when it started, its batching, its models, and
+        how many live-session steps it served in batches of each size."""
+        return {**self._replica.describe(), "stream_batches": dict(sorted(self._stream_batches.items()))}
 
 
-__all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "Transcriber", "model_key", "transcribe_options"]
+__all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "StreamFormat", "Transcriber", "model_key",
+           "transcribe_options"]

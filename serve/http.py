@@ -4,7 +4,9 @@ Routes (``/v1`` as in OpenAI's API, so its client libraries work with ``base_url
 
 * ``POST /v1/audio/transcriptions`` and ``/v1/audio/translations`` (multipart upload),
 * ``POST /v1/audio/speech`` (JSON), whole file or streamed (``stream_format: audio``),
-* ``GET /v1/models``, ``GET /health`` (no API key needed).
+* ``GET /v1/models``, ``GET /health`` (no API key needed),
+* ``/v1/realtime?intent=transcription``: live transcription over a WebSocket (:mod:`serve.realtime`),
+* ``GET /``: a page to try every model (:mod:`serve.page`; no API key needed to load it).
 
 Requests are checked here before any model replica sees them: the API key, the body size,
 the form fields, the model name. Every client error is a 4xx with an OpenAI-style body
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 import soundfile as sf
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
@@ -41,10 +43,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.synthesize import encode_audio
-from serve import asr, tts
+from serve import asr, page, realtime, tts
 from serve.replica import Rejected
 from speech.audio import AUDIO_EXTENSIONS, prepare_samples
 from speech.export import render
+from speech.options import StreamOptions
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +129,7 @@ class GatewaySettings:
     models: tuple[ServedModel, ...]
     max_upload_bytes: int  # largest uploaded file (and request body) accepted
     api_key_env: str | None = None  # environment variable holding the API key; None: no key
+    stream_options: StreamOptions = StreamOptions()  # live transcription sessions
 
 
 # --- request fields ------------------------------------------------------------------------
@@ -307,6 +311,14 @@ def create_api(gateway: "Gateway") -> FastAPI:
     app.add_api_route("/v1/audio/transcriptions", route(gateway.transcriptions), methods=["POST"])
     app.add_api_route("/v1/audio/translations", route(gateway.translations), methods=["POST"])
     app.add_api_route("/v1/audio/speech", route(gateway.speech), methods=["POST"])
+
+    async def realtime_session(websocket: WebSocket) -> None:
+        # Defined here, not registered as the Gateway's method: Serve ships the deployment class
+        # by value, and FastAPI could not resolve the method's annotations in the replica.
+        await gateway.realtime(websocket)
+
+    app.add_api_websocket_route("/v1/realtime", realtime_session)
+    page.add_page(app, api_key_required=gateway._api_key is not None)
     return app
 
 
@@ -332,6 +344,14 @@ class Gateway:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self)
+
+    async def realtime(self, websocket: WebSocket) -> None:
+        """``/v1/realtime``: one live transcription session (serve.realtime)."""
+        models = [m for m in self.catalog.models if m.kind == "transcription"]
+        names = {alias: m.name for m in models for alias in (m.source, m.name)}
+        server = realtime.RealtimeServer(names, models[0].name if models else None, self._asr, self._api_key,
+                                         self.settings.stream_options)
+        await realtime.serve_session(websocket, server)
 
     async def answer(self, handler: Callable[[Request], Awaitable[Response]], request: Request, *, public: bool) -> Response:
         """Run a route: check the API key, map errors to JSON; a failure never stops the server."""

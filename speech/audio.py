@@ -4,6 +4,9 @@ Every path in the project (batch jobs, HTTP serving, tests) reads audio through
 :func:`probe` (header only, cheap) and :func:`decode` (full decode to mono float32
 at the model's rate). Files are opened through fsspec, so ``s3://``, ``gs://`` and
 other URLs work wherever the matching fsspec implementation is installed.
+
+Live audio (a realtime session's raw PCM chunks) goes through :func:`pcm16_samples` and a
+:class:`StreamResampler`, whose output equals :func:`prepare_samples` of the whole stream.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import fsspec
 import numpy as np
 import soundfile as sf
 import soxr
+
+#: soxr's quality for every resampling in the project (its "high quality" preset).
+_QUALITY = "HQ"
 
 #: File extensions treated as audio when a directory or glob is expanded.
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au"})
@@ -96,8 +102,56 @@ def prepare_samples(samples: np.ndarray, source_rate: int, sample_rate: int) -> 
         raise AudioDecodeError("audio contains NaN or infinite sample values")
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     if source_rate != sample_rate:
-        samples = soxr.resample(samples, source_rate, sample_rate, quality="HQ").astype(np.float32)
+        samples = soxr.resample(samples, source_rate, sample_rate, quality=_QUALITY).astype(np.float32)
     return samples
+
+
+def pcm16_samples(data: bytes) -> np.ndarray:
+    """Raw 16-bit little-endian mono PCM -> float32 ``[len(data) // 2]`` in [-1, 1).
+
+    Scaled by 1/32768, as :func:`decode` reads 16-bit files, so raw chunks and a WAV file of
+    the same bytes give the same samples.
+
+    Raises:
+        AudioDecodeError: an odd number of bytes (not whole 16-bit samples).
+    """
+    if len(data) % 2:
+        raise AudioDecodeError(f"16-bit PCM needs whole 2-byte samples, got {len(data)} bytes")
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+class StreamResampler:
+    """Resamples a stream that arrives in chunks, from ``source_rate`` to ``target_rate`` (Hz).
+
+    The samples that :meth:`push` returns, followed by :meth:`flush`'s, equal
+    :func:`prepare_samples` of the whole stream at once (soxr's streaming resampler, same
+    quality). Output lags input by the filter's delay (a few ms); :meth:`flush` returns the
+    rest and starts a new stream.
+    """
+
+    def __init__(self, source_rate: int, target_rate: int):
+        self.source_rate, self.target_rate = int(source_rate), int(target_rate)
+        self._stream = self._new()
+
+    def _new(self) -> soxr.ResampleStream | None:
+        if self.source_rate == self.target_rate:
+            return None
+        return soxr.ResampleStream(self.source_rate, self.target_rate, 1, dtype="float32", quality=_QUALITY)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Mono float32 ``[n]`` at ``source_rate`` -> what is ready of it at ``target_rate``."""
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        if self._stream is None:
+            return samples
+        return self._stream.resample_chunk(samples, last=False)
+
+    def flush(self) -> np.ndarray:
+        """The samples still inside the filter; the next :meth:`push` starts a new stream."""
+        if self._stream is None:
+            return np.zeros(0, np.float32)
+        tail = self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
+        self._stream = self._new()
+        return tail
 
 
 def _info(file: io.IOBase) -> AudioInfo:

@@ -418,18 +418,25 @@ def _add_bench_tts(kinds) -> None:
 def _add_bench_serve(kinds) -> None:
     p = kinds.add_parser(
         "serve",
-        help="serving: a bounded load generator, batching on vs off",
+        help="serving: a bounded load generator, batching on vs off; or live transcription latency",
         description=(
             "Start `speech serve` (own local Ray, 127.0.0.1, one replica per deployment) twice, with the "
             "Transcriber's batching on (the config's) and off (max_batch_size 1), send a fixed number of "
             "transcription requests with a fixed number in flight, and report throughput, p50/p90/p99 "
-            "latency and the batch sizes seen."
+            "latency and the batch sizes seen. With --realtime: start it once and stream the sample clips "
+            "in real time over concurrent /v1/realtime sessions (server VAD), and report the latency of "
+            "the first partial text and of the final text after the end of speech, p50/p90/p99."
         ),
-        epilog="example: speech bench serve --requests 120 --concurrency 16 --json serve.json",
+        epilog="examples: speech bench serve --requests 120 --concurrency 16 --json serve.json\n"
+               "          speech bench serve --realtime --sessions 4 --json realtime.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _bench_common(p)
     p.add_argument("--requests", type=_positive, help="timed requests per setting (default 120, quick 24)")
     p.add_argument("--concurrency", type=_positive, help="requests in flight at most (default 16, quick 8)")
+    p.add_argument("--realtime", action="store_true", help="benchmark live transcription (/v1/realtime) instead")
+    p.add_argument("--sessions", type=_positive, help="--realtime: concurrent sessions (default 4, quick 2)")
+    p.add_argument("--clips", type=_positive, help="--realtime: sample clips each session streams (default 6, quick 2)")
     p.add_argument("--model", help="a local CTC checkpoint directory (default: a generated wav2vec2-base-size one)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of the model replica (default 2)")
     p.set_defaults(handler=_bench_serve)
@@ -489,8 +496,19 @@ def _bench_tts(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from speech.bench import serve
+    from speech.bench import realtime, serve
 
+    if args.realtime:
+        if args.requests or args.concurrency:
+            raise CliError("--requests and --concurrency set the batching benchmark's load; --realtime takes "
+                           "--sessions and --clips")
+        bench = realtime.RealtimeBench(
+            cache=_bench_cache(args), quick=args.quick, sessions=args.sessions, clips=args.clips, model=args.model,
+            threads=args.threads, work=_bench_work(args),
+        )
+        return _run_bench(realtime, bench, args)
+    if args.sessions or args.clips:
+        raise CliError("--sessions and --clips need --realtime")
     bench = serve.ServeBench(
         cache=_bench_cache(args), quick=args.quick, requests=args.requests, concurrency=args.concurrency,
         model=args.model, threads=args.threads, work=_bench_work(args),
@@ -641,7 +659,8 @@ def _add_serve(commands) -> None:
         description=(
             "Run the Ray Serve app of --config (a Serve config file; `serve run` takes the same file) "
             "until Ctrl-C: POST /v1/audio/transcriptions, /v1/audio/translations, /v1/audio/speech, "
-            "GET /v1/models, /health. Model flags replace the config's models: exactly the given ones "
+            "GET /v1/models, /health; live transcription over the WebSocket /v1/realtime?intent=transcription; "
+            "a page to try every model at /. Model flags replace the config's models: exactly the given ones "
             "are served, the first of each kind being the default. Uses $RAY_ADDRESS when set, else "
             "starts a local Ray."
         ),

@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one local Ray, offline checkpoints built once and cached."""
+"""Session-wide fixtures: one local Ray, offline checkpoints built once and cached; helpers that
+start the Serve app as a user does and run the transcription job's own stages."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import io
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -80,3 +86,109 @@ def _session_pids(sid: int) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 pass
     return pids
+
+
+# --- the Serve app, started as a user starts it ------------------------------------------------
+
+TEST_API_KEY = "test-key-123"
+TEST_KEY_ENV = "SPEECH_TEST_API_KEY"
+SERVE_STARTUP_TIMEOUT_S = 300
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_test_config(path: Path, args: dict, *, batch_wait_s: float) -> dict:
+    """configs/serve.yaml shrunk to two cores (one replica per deployment), requiring
+    TEST_API_KEY, with ``args`` merged into the app's args (dict values merged one level deep)
+    and every batch queue waiting ``batch_wait_s``; written to ``path``."""
+    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    (app,) = config["applications"]
+    app["runtime_env"] = {"env_vars": {TEST_KEY_ENV: TEST_API_KEY}}
+    app["args"]["api_key_env"] = TEST_KEY_ENV
+    for key, value in args.items():
+        app["args"][key] = {**app["args"].get(key, {}), **value} if isinstance(value, dict) else value
+    cpus = {"Gateway": 0.25, "Transcriber": 0.5, "Synthesizer": 0.25}
+    for deployment in app["deployments"]:
+        deployment["ray_actor_options"]["num_cpus"] = cpus[deployment["name"]]
+        # One replica each, so that replica facts (batching, loaded models) are the app's.
+        deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
+        if "user_config" in deployment:
+            deployment["user_config"]["batch_wait_timeout_s"] = batch_wait_s
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return config
+
+
+@contextlib.contextmanager
+def speech_serve(ray, config_path: Path, model_flags: list[str], work: Path) -> Iterator[str]:
+    """``speech serve --config config_path MODEL_FLAGS`` on a free port, deployed on the session's
+    Ray; yields the base URL once the app runs, and stops it with Ctrl-C (then Serve) at exit."""
+    from ray import serve
+
+    port = free_port()
+    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path), "--port", str(port),
+               *model_flags]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    log_path = work / "speech-serve.log"
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                   start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_running(process, base_url, log_path)
+        print(f"\n[serve] app up in {time.perf_counter() - started:.1f} s")
+        yield base_url
+    finally:
+        # Ctrl-C, as a user stops it: Ray's `serve run` then shuts Serve down.
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        serve.shutdown()
+
+
+def _wait_until_running(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
+    import httpx
+    from ray import serve
+
+    deadline = time.monotonic() + SERVE_STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"speech serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            healthy = httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        status = serve.status().applications.get("speech") if healthy else None
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            pytest.fail(f"the app failed to deploy: {status.message}")
+        time.sleep(1)
+    pytest.fail(f"the app was not running after {SERVE_STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
+
+
+def job_texts(inputs: list[str], model: Path, output: Path, **options) -> dict[str, str]:
+    """``{path: text}`` from the transcription job's own stages run in this process (what
+    ``speech transcribe`` writes for ``inputs`` with these options); every row must succeed."""
+    import pyarrow as pa
+
+    from jobs.transcribe import PrepareUnits, RecognizeUnits, probe_batch
+    from speech.asr import detect_backend
+    from speech.inputs import resolve_inputs
+    from speech.options import TranscribeOptions
+
+    options = TranscribeOptions(inputs=inputs, output=str(output), model=str(model), cpus_per_actor=0.5, **options)
+    table = probe_batch(resolve_inputs(options.inputs))
+    recognize = RecognizeUnits(options)
+    prepare = PrepareUnits(options, detect_backend(options.model))
+    rows = pa.concat_tables([recognize(unit) for unit in prepare(table)]).to_pylist()
+    assert all(r["error"] is None for r in rows), [r["error"] for r in rows]
+    return {r["path"]: r["text"] for r in rows}

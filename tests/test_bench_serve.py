@@ -1,4 +1,5 @@
-"""`speech bench serve --quick`: the real app under a bounded load, batching on vs off (no timing thresholds)."""
+"""`speech bench serve --quick`: the real app under a bounded load, batching on vs off, and live
+transcription sessions with --realtime (no timing thresholds)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from speech.bench.asr import QUICK_FILES
 from speech.bench.corpus import CorpusSpec, build_corpus
+from speech.bench.realtime import QUICK_CLIPS, QUICK_SESSIONS, SILENCE_MS
 from speech.bench.serve import QUICK_CONCURRENCY, QUICK_REQUESTS
 from speech.cli import main
 from conftest import FIXTURES_DIR, run_bench
@@ -81,6 +83,34 @@ def test_a_model_that_cannot_be_served_is_reported(tmp_path, capsys):
             "--work", str(tmp_path / "work")]
     assert main(argv) == 2
     assert f"cannot serve {not_a_model}" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def realtime_report(tmp_path_factory):
+    """``(report, printed table)`` of one quick --realtime run."""
+    return run_bench(tmp_path_factory.mktemp("bench-realtime"), "serve", "--realtime", "--quick")
+
+
+def test_realtime_every_turn_is_timed(realtime_report):
+    report, table = realtime_report
+    settings = report["settings"]
+    assert (settings["sessions"], settings["clips_per_session"]) == (QUICK_SESSIONS, QUICK_CLIPS)
+    assert report["turns"] == QUICK_SESSIONS * QUICK_CLIPS
+    for key in ("first_partial_ms", "final_ms"):
+        figures = report[key]
+        assert 0 < figures["min"] <= figures["p50"] <= figures["p90"] <= figures["p99"] <= figures["max"], key
+    # A turn closes only after the VAD heard SILENCE_MS of quiet, which streams in real time
+    # (less one 100 ms append: its last speech sample may sit at the append's start).
+    assert report["final_ms"]["min"] >= SILENCE_MS - 100
+    assert f"| {QUICK_SESSIONS} | {report['turns']} |" in table
+    assert not [pid for pid in report["server_pids"] if _running(pid)]
+
+
+def test_realtime_flags_are_checked(capsys):
+    assert main(["bench", "serve", "--sessions", "2"]) == 2
+    assert "--sessions and --clips need --realtime" in capsys.readouterr().err
+    assert main(["bench", "serve", "--realtime", "--requests", "5"]) == 2
+    assert "--realtime takes --sessions" in capsys.readouterr().err
 
 
 def _running(pid: int) -> bool:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,46 +27,18 @@ import srt
 import webvtt
 import yaml
 
-from conftest import FIXTURES_DIR, REPO, SAMPLES
+from conftest import FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY as API_KEY, job_texts, serve_test_config, speech_serve
 
-API_KEY = "test-key-123"
-KEY_ENV = "SPEECH_TEST_API_KEY"
 MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
 BATCH_WAIT_S = 0.15  # long enough on a loaded 2-core machine for concurrent requests to meet
 CONCURRENT = 32
 SPEECH_TEXT = "Hello there. This is a test of the speech server. It has three sentences."
-STARTUP_TIMEOUT_S = 300
 ASR_OPTIONS = {"max_new_tokens": 8}  # a random-weight Whisper babbles until its token limit: keep it short
 TTS_OPTIONS = {"max_piece_chars": 40}  # several sentence pieces per answer, to stream and to batch
 SAMPLE_FILES = sorted(SAMPLES.glob("*/*.flac"))
 
 
 # --- the server ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _test_config(path: Path) -> dict:
-    """configs/serve.yaml, shrunk to two cores, with an API key and options the tiny models need."""
-    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
-    (app,) = config["applications"]
-    app["runtime_env"] = {"env_vars": {KEY_ENV: API_KEY}}
-    app["args"].update(api_key_env=KEY_ENV, max_upload_mb=MAX_UPLOAD_MB, max_models_per_replica=2)
-    app["args"]["asr_options"].update(ASR_OPTIONS)
-    app["args"]["tts_options"].update(TTS_OPTIONS)
-    cpus = {"Gateway": 0.25, "Transcriber": 0.5, "Synthesizer": 0.25}
-    for deployment in app["deployments"]:
-        deployment["ray_actor_options"]["num_cpus"] = cpus[deployment["name"]]
-        # One replica each, so that replica facts (batching, loaded models) are the app's.
-        deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
-        if "user_config" in deployment:
-            deployment["user_config"]["batch_wait_timeout_s"] = BATCH_WAIT_S
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -83,56 +53,15 @@ def models(checkpoints) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(ray_local, models, tmp_path_factory):
     """``speech serve`` running the test config; yields ``(base_url, config path)``."""
-    from ray import serve
-
     work = tmp_path_factory.mktemp("serve")
     config_path = work / "serve.yaml"
-    _test_config(config_path)
-    port = _free_port()
-    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path), "--port", str(port),
-               "--asr-model", str(models["ctc-xlsr"]), "--asr-model", str(models["ctc-base"]),
-               "--asr-model", str(models["whisper"]), "--tts-model", str(models["tts-vits"])]
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    log_path = work / "speech-serve.log"
-    started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_running(process, base_url, log_path)
-        print(f"\n[serve] app up in {time.perf_counter() - started:.1f} s")
+    args = {"max_upload_mb": MAX_UPLOAD_MB, "max_models_per_replica": 2, "asr_options": ASR_OPTIONS,
+            "tts_options": TTS_OPTIONS}
+    serve_test_config(config_path, args, batch_wait_s=BATCH_WAIT_S)
+    flags = ["--asr-model", str(models["ctc-xlsr"]), "--asr-model", str(models["ctc-base"]),
+             "--asr-model", str(models["whisper"]), "--tts-model", str(models["tts-vits"])]
+    with speech_serve(ray_local, config_path, flags, work) as base_url:
         yield base_url, config_path
-    finally:
-        # Ctrl-C, as a user stops it: Ray's `serve run` then shuts Serve down.
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        serve.shutdown()
-
-
-def _wait_until_running(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
-    from ray import serve
-
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"speech serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            healthy = httpx.get(f"{base_url}/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            healthy = False
-        status = serve.status().applications.get("speech") if healthy else None
-        if status is not None and status.status == "RUNNING":
-            return
-        if status is not None and status.status == "DEPLOY_FAILED":
-            pytest.fail(f"the app failed to deploy: {status.message}")
-        time.sleep(1)
-    pytest.fail(f"the app was not running after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +95,10 @@ def _server_options(kind: str) -> dict:
 @pytest.fixture(scope="module")
 def job_transcripts(models, tmp_path_factory) -> dict[str, dict[str, str]]:
     """``{model: {file name: text}}`` from the transcription job's own stages, in this process."""
-    from jobs.transcribe import PrepareUnits, RecognizeUnits, probe_batch
-    from speech.inputs import resolve_inputs
-    from speech.options import TranscribeOptions
-
     out = {}
     for name in ("ctc-xlsr", "ctc-base"):
-        options = TranscribeOptions(inputs=[str(SAMPLES)], output=str(tmp_path_factory.mktemp("job")),
-                                    model=str(models[name]), cpus_per_actor=0.5, **_server_options("asr"))
-        table = probe_batch(resolve_inputs(options.inputs))
-        recognize = RecognizeUnits(options)
-        rows = pa.concat_tables([recognize(unit) for unit in PrepareUnits(options, "ctc")(table)]).to_pylist()
-        assert all(r["error"] is None for r in rows)
-        out[name] = {_key(Path(r["path"])): r["text"] for r in rows}
+        texts = job_texts([str(SAMPLES)], models[name], tmp_path_factory.mktemp("job"), **_server_options("asr"))
+        out[name] = {_key(Path(path)): text for path, text in texts.items()}
     return out
 
 

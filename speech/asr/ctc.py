@@ -58,15 +58,16 @@ class CtcFrontEnd:
             from speech.asr.vad import speech_spans
 
             spans = speech_spans(audio, self.sample_rate, vad=self.vad, max_span_s=self.chunk_len / self.sample_rate)
-            return [Window(self._features(audio[s.start : s.end]), s.end - s.start, offset=s.start) for s in spans]
+            return [Window(self.features(audio[s.start : s.end]), s.end - s.start, offset=s.start) for s in spans]
         if len(audio) <= self.chunk_len:
-            return [Window(self._features(audio), len(audio))]
+            return [Window(self.features(audio), len(audio))]
         return [
-            Window(self._features(audio[c.start : c.end]), c.length, c.left, c.right, offset=c.start)
+            Window(self.features(audio[c.start : c.end]), c.length, c.left, c.right, offset=c.start)
             for c in chunk_spans(len(audio), self.chunk_len, self.stride, self.stride)
         ]
 
-    def _features(self, audio: np.ndarray) -> np.ndarray:
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """``audio``: mono float32 ``[n]`` -> the model's input ``[n]``, normalized over ``audio``."""
         # One utterance at a time: normalization statistics must come from real
         # samples only, whatever the model's batch later pads them to.
         values = self.feature_extractor(audio, sampling_rate=self.sample_rate, return_tensors="np").input_values
@@ -144,6 +145,22 @@ class CtcRecognizer:
             transcript.computed_samples = sum(computed[i] for i in parts)
             transcripts.append(transcript)
         return transcripts
+
+    def greedy_ids(self, features: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The greedy token id of every output frame (int64 ``[frames]``) of each input, batched
+        as :meth:`transcribe` batches windows. Live transcription's incremental steps."""
+        outputs, _ = run_batches(list(features), self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
+        return [output.ids for output in outputs]
+
+    def frames(self, num_samples: int) -> int:
+        """Output frames of an input of ``num_samples`` samples (0 when it is too short for one)."""
+        if num_samples <= 0:
+            return 0
+        return max(0, int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples))))
+
+    def text(self, ids: np.ndarray) -> str:
+        """The text of a greedy path (repeats merged, blanks dropped), as :meth:`transcribe` decodes it."""
+        return self.tokenizer.decode(ids)
 
     def _run(self, windows: list[Window]) -> tuple[list[_Alignment], list[int]]:
         """Forward every window; returns its greedy path and the padded samples it cost."""

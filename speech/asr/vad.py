@@ -7,7 +7,9 @@ where sequence models hallucinate text:
 * :func:`speech_spans` finds the speech regions of one waveform, in samples of the
   caller's rate (the caller's timeline);
 * :func:`pack_spans` groups consecutive regions into windows of at most N samples,
-  splitting regions longer than a window.
+  splitting regions longer than a window;
+* :meth:`SileroVad.stream_probabilities` scores the next frames of many live streams at
+  once, each stream's recurrent state carried by the caller (:class:`VadCarry`).
 
 The model is the trained Silero VAD that ships inside the ``silero-vad`` wheel (its
 TorchScript file, run with the installed torch), so this works offline. It scores
@@ -35,6 +37,9 @@ from speech.batching import pad, plan_batches
 VAD_SAMPLE_RATE = 16_000
 #: Samples per model step at 16 kHz (32 ms), fixed by the model.
 FRAME_SAMPLES = 512
+#: Samples of the previous step the 16 kHz model reads before each frame.
+_CONTEXT_SAMPLES = 64
+_STATE_SHAPE = (2, 128)  # the model's recurrent state per stream
 #: Speech regions shorter than this (seconds) are dropped as clicks and breaths.
 MIN_SPEECH_S = 0.25
 #: Padded 16 kHz samples per batched pass over several files (~32 min of audio,
@@ -56,6 +61,21 @@ class SpeechSpan:
     @property
     def length(self) -> int:
         return self.end - self.start
+
+
+@dataclass(frozen=True)
+class VadCarry:
+    """What one stream's next frames need of its past: Silero's recurrent state and the last
+    samples it read. The model keeps these inside itself for one stream; carried explicitly,
+    many streams share a batched step and any process can score a stream's next frames."""
+
+    state: np.ndarray  # float32 [2, 128]
+    context: np.ndarray  # float32 [64]: the previous frame's last samples
+
+    @classmethod
+    def start(cls) -> "VadCarry":
+        """The carry of a stream that has not begun: silence before it, as the model's reset."""
+        return cls(np.zeros(_STATE_SHAPE, np.float32), np.zeros(_CONTEXT_SAMPLES, np.float32))
 
 
 class SileroVad:
@@ -150,6 +170,45 @@ class SileroVad:
             _close_final_span(regions, probs, threshold, pad_s, len(audio_16k))
             spans.append(_to_source_rate(regions, sample_rate, len(audio)))
         return spans
+
+    @torch.inference_mode()
+    def stream_probabilities(
+        self, audios: Sequence[np.ndarray], carries: Sequence[VadCarry]
+    ) -> tuple[list[np.ndarray], list[VadCarry]]:
+        """Speech probability of the next frames of several live streams, one batched step per frame.
+
+        Args:
+            audios: per stream, its next whole frames: float32 16 kHz samples, a multiple of
+                :data:`FRAME_SAMPLES` long (possibly 0).
+            carries: per stream, the carry its previous frames left (:meth:`VadCarry.start`
+                for a new stream).
+
+        Returns:
+            Per stream, float32 ``[len(audio) // 512]`` probabilities, and its new carry.
+            A stream scored piece by piece gets the probabilities :meth:`probabilities`
+            gives the whole stream (to float rounding: batch-mates differ).
+        """
+        for index, audio in enumerate(audios):
+            if len(audio) % FRAME_SAMPLES:
+                raise ValueError(f"stream {index}: {len(audio)} samples is not a whole number of {FRAME_SAMPLES}-sample frames")
+        counts = [len(a) // FRAME_SAMPLES for a in audios]
+        state = torch.from_numpy(np.stack([c.state for c in carries], axis=1)) if carries else None  # [2, B, 128]
+        context = torch.from_numpy(np.stack([c.context for c in carries])) if carries else None  # [B, 64]
+        probs = [np.zeros(n, np.float32) for n in counts]
+        with self._lock, _single_thread():
+            for step in range(max(counts, default=0)):
+                rows = [i for i, n in enumerate(counts) if n > step]
+                frame = torch.from_numpy(np.stack([audios[i][step * FRAME_SAMPLES : (step + 1) * FRAME_SAMPLES] for i in rows]))
+                inputs = torch.cat([context[rows], frame], dim=1)
+                # The 16 kHz network under the TorchScript wrapper (silero-vad 6.2, pinned): the
+                # wrapper's forward(x, sr) runs exactly this with the state kept on itself.
+                out, new_state = self._model._model(inputs, state[:, rows])
+                state[:, rows] = new_state
+                context[rows] = inputs[:, -_CONTEXT_SAMPLES:]
+                for row, i in enumerate(rows):
+                    probs[i][step] = float(out[row, 0])
+        carried = [VadCarry(state[:, i].numpy().copy(), context[i].numpy().copy()) for i in range(len(carries))]
+        return probs, carried
 
     @torch.inference_mode()
     def _score(self, audios: list[np.ndarray]) -> np.ndarray:

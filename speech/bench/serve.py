@@ -23,6 +23,7 @@ when the run fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -32,7 +33,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +92,7 @@ def run(bench: ServeBench, progress=print) -> dict:
     bench = replace(bench, cache=Path(bench.cache).resolve())
     requests = bench.requests or (QUICK_REQUESTS if bench.quick else FULL_REQUESTS)
     concurrency = bench.concurrency or (QUICK_CONCURRENCY if bench.quick else FULL_CONCURRENCY)
-    model = Path(bench.model).resolve() if bench.model else _default_model(bench)
+    model = Path(bench.model).resolve() if bench.model else default_model(bench)
     configs = {setting: server_config(model, bench.threads, batching=setting == "on") for setting in SETTINGS}
     corpus = build_corpus(bench.cache, CorpusSpec(files=QUICK_FILES if bench.quick else FULL_FILES))
     work = Path(bench.work) if bench.work else Path(tempfile.mkdtemp(prefix="speech-bench-serve-"))
@@ -107,7 +109,8 @@ def run(bench: ServeBench, progress=print) -> dict:
     return report
 
 
-def _default_model(bench: ServeBench) -> Path:
+def default_model(bench) -> Path:
+    """The tiny CTC fixture (``--quick``) or the generated wav2vec2-base-size checkpoint, built in ``bench.cache``."""
     if bench.quick:
         from speech.testing.checkpoints import build_fixtures
 
@@ -142,37 +145,60 @@ def server_config(model: Path, threads: int, *, batching: bool) -> dict:
 def _run_setting(setting: str, config: dict, uploads: list, requests: int, concurrency: int, work: Path,
                  progress) -> dict:
     """Start the server with ``config``, warm it up, time the load, stop it; the setting's figures."""
+    started = time.perf_counter()
+    with serving(config, work) as server:
+        # Warm-up: waits for the model replica to be ready and runs the first forwards (not timed).
+        _check(setting, asyncio.run(_load(server.base_url, uploads, concurrency, concurrency)), server.log_path)
+        startup = time.perf_counter() - started
+        progress(f"  batching {setting}: server up in {startup:.1f} s; {requests} requests, {concurrency} in flight")
+        load_start = time.perf_counter()
+        outcomes = asyncio.run(_load(server.base_url, uploads, requests, concurrency))
+        wall = time.perf_counter() - load_start
+    _check(setting, outcomes, server.log_path)
+    figures = _figures(outcomes, wall)
+    figures.update(startup_s=round(startup, 2), peak_rss_mb=round(server.memory.peak_rss_mb, 1),
+                   peak_pss_mb=round(server.memory.peak_pss_mb, 1), peak_processes=server.memory.peak_processes,
+                   user_config=_transcriber(config).get("user_config", {}), server_pids=server.pids)
+    progress(f"  batching {setting}: {figures['throughput_rps']:.2f} requests/s, p50 {figures['latency_ms']['p50']:.0f} ms, "
+             f"p99 {figures['latency_ms']['p99']:.0f} ms, batch sizes {figures['batch_sizes']['histogram']}")
+    return figures
+
+
+@dataclass
+class Server:
+    """A running ``speech serve`` (see :func:`serving`)."""
+
+    base_url: str
+    log_path: Path
+    memory: TreeMemory  # samples the server's whole process tree
+    pids: list[int] = field(default_factory=list)  # the processes stopped at the end
+
+
+@contextlib.contextmanager
+def serving(config: dict, work: Path) -> Iterator[Server]:
+    """``speech serve --config`` of ``config`` on a free port, in a session of its own with its own
+    local Ray, until the block ends (then it and all it started are stopped, also on failure).
+    The server answers ``/health`` when the block begins; logs and config go to ``work``."""
     work.mkdir(parents=True, exist_ok=True)
     config = {**config, "http_options": {**config["http_options"], "port": _free_port()}}
     config_path, log_path = work / "serve.yaml", work / "server.log"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     base_url = f"http://127.0.0.1:{config['http_options']['port']}"
     command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path)]
-    started = time.perf_counter()
     with log_path.open("wb") as log:
         # A session of its own: the server and its Ray are stopped as one process group.
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(),
-                                  start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(),
+                                   start_new_session=True)
+    server = None
     try:
-        with TreeMemory(server.pid) as memory:
-            _wait_healthy(server, base_url, log_path)
-            # Warm-up: waits for the model replica to be ready and runs the first forwards (not timed).
-            _check(setting, asyncio.run(_load(base_url, uploads, concurrency, concurrency)), log_path)
-            startup = time.perf_counter() - started
-            progress(f"  batching {setting}: server up in {startup:.1f} s; {requests} requests, {concurrency} in flight")
-            load_start = time.perf_counter()
-            outcomes = asyncio.run(_load(base_url, uploads, requests, concurrency))
-            wall = time.perf_counter() - load_start
+        with TreeMemory(process.pid) as memory:
+            server = Server(base_url, log_path, memory)
+            _wait_healthy(process, base_url, log_path)
+            yield server
     finally:
-        pids = _stop(server)
-    _check(setting, outcomes, log_path)
-    figures = _figures(outcomes, wall)
-    figures.update(startup_s=round(startup, 2), peak_rss_mb=round(memory.peak_rss_mb, 1),
-                   peak_pss_mb=round(memory.peak_pss_mb, 1), peak_processes=memory.peak_processes,
-                   user_config=_transcriber(config).get("user_config", {}), server_pids=pids)
-    progress(f"  batching {setting}: {figures['throughput_rps']:.2f} requests/s, p50 {figures['latency_ms']['p50']:.0f} ms, "
-             f"p99 {figures['latency_ms']['p99']:.0f} ms, batch sizes {figures['batch_sizes']['histogram']}")
-    return figures
+        pids = _stop(process)
+        if server is not None:
+            server.pids = pids
 
 
 def _server_env() -> dict[str, str]:
