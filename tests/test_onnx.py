@@ -175,7 +175,8 @@ def test_kokoro_onnx_audio_equals_pytorch(kokoro_pair):
     _, front_end, models = kokoro_pair
     assert models["onnx"].engine == "onnxruntime"
     utterances = [u for seed, (text, voice) in enumerate([("Hello there.", None), ("Hola.", KOKORO_VOICES[1])])
-                  for u in prepare_row(front_end, text, voice=voice, language=None, seed=seed, max_text_chars=100)]
+                  for u in prepare_row(front_end, text, voice=voice, language=None, seed=seed,
+                                     max_text_chars=100).utterances]
     want = models["torch"].synthesize(utterances)
     got = models["onnx"].synthesize(utterances)
     for g, w in zip(got, want):
@@ -197,7 +198,8 @@ def test_kokoro_onnx_synthesis_job(kokoro_pair, ray_local, tmp_path):
     assert len(rows) == 2 and all(r["error"] is None for r in rows)
     for row in rows:
         written, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
-        utterances = prepare_row(front_end, row["text"], voice=None, language=None, seed=0, max_text_chars=100)
+        utterances = prepare_row(front_end, row["text"], voice=None, language=None, seed=0,
+                                 max_text_chars=100).utterances
         want = join_pieces(models["torch"].synthesize(utterances), pause_s=job.sentence_pause_s, sample_rate=rate)
         assert rate == 24_000 and _close(written, np.clip(want, -1, 1)) <= AFTER_FIRST_FRAME + 1 / 32768
 

@@ -156,7 +156,7 @@ class CtcRecognizer:
         """Output frames of an input of ``num_samples`` samples (0 when it is too short for one)."""
         if num_samples <= 0:
             return 0
-        return max(0, int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples))))
+        return max(0, int(self.network.frames(np.array([num_samples], dtype=np.int64))[0]))
 
     def text(self, ids: np.ndarray) -> str:
         """The text of a greedy path (repeats merged, blanks dropped), as :meth:`transcribe` decodes it."""
