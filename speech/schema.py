@@ -16,12 +16,19 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+#: When a file was last modified: nanoseconds since the epoch, UTC.
+MTIME_TYPE = pa.timestamp("ns", tz="UTC")
+
 INPUT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),  # stable, unique per corpus
         pa.field("path", pa.string(), nullable=False),  # local path or fsspec URL
         pa.field("reference", pa.string()),  # reference transcript, if the manifest has one
         pa.field("language", pa.string()),  # language code, if known
+        # What identifies the file's content when the inputs were listed (null: unknown, e.g.
+        # missing); a resumed job redoes a row whose input no longer matches.
+        pa.field("input_size", pa.int64()),  # bytes
+        pa.field("input_mtime", MTIME_TYPE),
     ]
 )
 
@@ -48,6 +55,8 @@ TRANSCRIPT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
+        pa.field("input_size", pa.int64()),  # the input's size in bytes when it was listed
+        pa.field("input_mtime", MTIME_TYPE),  # and its modification time (see INPUT_SCHEMA)
         pa.field("duration_s", pa.float64()),  # decoded audio length, seconds
         pa.field("text", pa.string()),
         pa.field("confidence", pa.float32()),  # mean posterior of emitted tokens, [0, 1]
@@ -89,6 +98,8 @@ class TranscriptRow:
 
     id: str
     path: str
+    input_size: int | None = None
+    input_mtime: int | None = None  # ns since the epoch, UTC
     duration_s: float | None = None
     text: str | None = None
     confidence: float | None = None
