@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -99,7 +100,7 @@ class TranscriptRow:
     id: str
     path: str
     input_size: int | None = None
-    input_mtime: int | None = None  # ns since the epoch, UTC
+    input_mtime: datetime | None = None  # UTC
     duration_s: float | None = None
     text: str | None = None
     confidence: float | None = None
@@ -145,6 +146,8 @@ def embedding_schema(hidden_size: int, *, pooling: str, all_layers: bool) -> pa.
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("path", pa.string(), nullable=False),
+            pa.field("input_size", pa.int64()),  # the input's size and modification time when listed
+            pa.field("input_mtime", MTIME_TYPE),  # (see INPUT_SCHEMA): a resume redoes changed inputs
             pa.field("duration_s", pa.float64()),  # decoded audio length, seconds
             pa.field("model", pa.string()),  # model id or path as given by the user
             pa.field("layer", pa.int32()),  # hidden-state index; null: every layer, in embedding's outer list
@@ -162,6 +165,8 @@ class EmbeddingRow:
 
     id: str
     path: str
+    input_size: int | None = None
+    input_mtime: datetime | None = None
     duration_s: float | None = None
     model: str | None = None
     layer: int | None = None
