@@ -85,12 +85,16 @@ class _QuietUserErrors(logging.Filter):
         return not (record.levelno >= logging.ERROR and err is not None and user_os_error(err) is not None)
 
 
-def _quiet_ray_user_errors() -> None:
+def _quiet_ray_user_errors(quiet: bool) -> None:
+    """Put :class:`_QuietUserErrors` on Ray's log handlers (``quiet``), or take it off (``-v``)."""
     import ray.data  # noqa: F401 - configures Ray Data's log handlers, which get the filter
 
     for name in ("ray", "ray.data"):
         for handler in logging.getLogger(name).handlers:
-            handler.addFilter(_QuietUserErrors())
+            for old in [f for f in handler.filters if isinstance(f, _QuietUserErrors)]:
+                handler.removeFilter(old)
+            if quiet:
+                handler.addFilter(_QuietUserErrors())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -612,8 +616,7 @@ def _run_job(
             if plan is not None:
                 stack.enter_context(plan)  # the output's lease, released however the run ends
             with ray_session(options.address):
-                if not args.verbose:
-                    _quiet_ray_user_errors()
+                _quiet_ray_user_errors(quiet=not args.verbose)
                 summary = run(options, plan)
     except (OptionsError, InputError, OutputError, *errors) as err:
         raise CliError(str(err)) from err
