@@ -52,12 +52,15 @@ SUMMARY_FILE = "_summary.json"
 JOB_FILE = "_job.json"  # what wrote this output; a resume must be the same job
 AUDIO_DIR = "audio"  # synthesis: OUTPUT/audio/<id>.<fmt>
 VERIFY_DIR = "_verify"  # synthesis: the round-trip transcription's work directory
+FINAL_DIR = "final"  # fine-tuning: the trained model, save_pretrained layout
+TRAIN_DIR = "_train"  # fine-tuning: Ray Train's run directory (checkpoints, its state)
 _REWRITE_PREFIX = "_rewrite-"  # a Parquet file being rewritten without some rows
 
 #: Directories a job of each kind (the "job" of its _job.json) writes under OUTPUT, with the
 #: file endings allowed in them (None: anything, it is the job's own work directory).
 JOB_DIRS: Mapping[str, Mapping[str, tuple[str, ...] | None]] = {
     "synthesize": {AUDIO_DIR: (".flac", ".wav"), VERIFY_DIR: None},
+    "finetune": {FINAL_DIR: None, TRAIN_DIR: None},
 }
 
 

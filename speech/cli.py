@@ -597,9 +597,9 @@ def _run_job(
     errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """A job command: options from ``--config`` with the flags named by ``fields`` over them,
-    ``plan = check(options)`` (a context manager: it holds the output's lease, released
-    however the command ends), then ``run(options, plan)`` in a Ray session; prints the
-    returned summary (a dataclass) as JSON.
+    ``plan = check(options)`` (entered when it is a context manager: a plan holding the
+    output's lease releases it however the command ends), then ``run(options, plan)`` in a
+    Ray session; prints the returned summary (a dataclass) as JSON.
 
     Bad options, inputs or output, and the job's own ``errors``, become a :class:`CliError`.
     """
@@ -613,8 +613,8 @@ def _run_job(
         options = load_options(options_type, args.config, overrides)
         with contextlib.ExitStack() as stack:
             plan = check(options) if check is not None else None  # before Ray starts: bad input fails in a second
-            if plan is not None:
-                stack.enter_context(plan)  # the output's lease, released however the run ends
+            if isinstance(plan, contextlib.AbstractContextManager):
+                stack.enter_context(plan)  # e.g. the output's lease, released however the run ends
             with ray_session(options.address):
                 _quiet_ray_user_errors(quiet=not args.verbose)
                 summary = run(options, plan)
