@@ -50,6 +50,8 @@ class EmbedUnits(RecognizeUnits):
         row = EmbeddingRow(
             id=item.id,
             path=item.path,
+            input_size=item.input_size,
+            input_mtime=item.input_mtime,
             duration_s=item.duration_s,
             model=self.options.model,
             layer=embedder.layer,
@@ -74,6 +76,8 @@ class Summary:
     ok: int
     errors: int
     duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
+    changed_inputs: int  # this run: rows redone because their input's size, time or path changed
+    removed_inputs: int  # this run: rows dropped because their id is no longer among the inputs
     audio_seconds: float  # decoded audio of the rows that got an embedding
     wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
     rtfx: float  # audio_seconds / wall_seconds
@@ -98,8 +102,10 @@ def _schema(options: EmbedOptions) -> pa.Schema:
     return embedding_schema(hidden, pooling=options.pooling, all_layers=options.layer == "all")
 
 
-def summarize(options: EmbedOptions, backend: str, wall_seconds: float) -> Summary:
-    """Read the whole output back (all runs) and write ``_summary.json`` beside it."""
+def summarize(options: EmbedOptions, backend: str, wall_seconds: float, *, changed: int = 0,
+              removed: int = 0) -> Summary:
+    """Read the whole output back (all runs) and write ``_summary.json`` beside it; ``changed``
+    and ``removed`` are this run's counts of redone and dropped rows."""
     counts = count_rows(options.output, _schema(options), ["duration_s"])
     audio = counts.sums["duration_s"]
     summary = Summary(
@@ -107,6 +113,8 @@ def summarize(options: EmbedOptions, backend: str, wall_seconds: float) -> Summa
         ok=counts.ok,
         errors=counts.errors,
         duplicate_ids=counts.duplicate_ids,
+        changed_inputs=changed,
+        removed_inputs=removed,
         audio_seconds=round(audio, 3),
         wall_seconds=round(wall_seconds, 3),
         rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,

@@ -30,7 +30,7 @@ import ray.train
 import torch
 from ray.train.torch import TorchConfig, TorchTrainer, get_device, prepare_model
 
-from jobs.output import open_output, write_summary
+from jobs.output import FINAL_DIR, TRAIN_DIR, Output, open_output, write_summary
 
 from speech.options import FinetuneOptions
 from speech.train.data import Example, Skipped, epoch_batches, read_examples
@@ -40,8 +40,6 @@ from speech.train.vocab import describe_unknown, unknown_characters
 
 log = logging.getLogger(__name__)
 
-FINAL_DIR = "final"  # OUTPUT/final: the trained model, save_pretrained layout
-TRAIN_DIR = "_train"  # OUTPUT/_train: Ray Train's run directory (checkpoints, its state)
 _RUN_NAME = "run"  # fixed, so a rerun into the same OUTPUT is the same Ray Train run and resumes
 _STATE_FILE = "train_state.json"  # in each checkpoint: epochs done and their figures
 _OPTIMIZER_FILE = "optimizer.pt"
@@ -50,12 +48,20 @@ _KEEP_CHECKPOINTS = 2
 
 @dataclass(frozen=True)
 class Plan:
-    """What the run will train on, checked before Ray starts."""
+    """What the run will train on, checked before Ray starts. Holds the output's lease: use it
+    as a context manager (``run`` does) so the lease is released however the run ends."""
 
     train: list[Example]
     eval: list[Example]
     skipped: list[Skipped]  # rows of TRAIN or EVAL left out, with the reason
     new_characters: list[str]  # added to the vocabulary (--extend-vocab)
+    output: Output
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.output.release()
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,20 @@ def check(options: FinetuneOptions) -> Plan:
     for row in skipped:
         log.warning("left out %s: %s", row.id, row.reason)
     job = {"job": "finetune", **options.result_options()}
-    open_output(options.output, job=job, overwrite=options.overwrite)
-    return Plan(train, evaluation, skipped, sorted(unknown))
+    manifests = [options.train, *([options.eval] if options.eval else [])]
+    output = open_output(options.output, job=job, overwrite=options.overwrite,
+                         inputs=[*manifests, *(e.path for e in [*train, *evaluation])])
+    return Plan(train, evaluation, skipped, sorted(unknown), output)
 
 
 def run(options: FinetuneOptions, plan: Plan | None = None) -> Summary:
     """Train on a Ray that is already initialized (resuming from OUTPUT's last checkpoint)."""
-    plan = plan or check(options)
+    with plan or check(options) as plan:
+        return _train(options, plan)
+
+
+def _train(options: FinetuneOptions, plan: Plan) -> Summary:
+    """The training run itself, with the output's lease held by the caller."""
     if os.path.isdir(options.model):  # workers run in directories of their own
         options = options.model_copy(update={"model": os.path.abspath(options.model)})
     use_gpu = options.gpus_per_worker > 0

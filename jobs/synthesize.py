@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import pickle
-import posixpath
 import time
 from dataclasses import dataclass
 
@@ -37,7 +36,8 @@ import ray
 import soundfile as sf
 
 from jobs import output as output_files
-from jobs.output import count_rows, open_output, write_summary
+from jobs.output import AUDIO_DIR, VERIFY_DIR, count_rows, open_output, parquet_files, replace_table, write_summary
+from speech.files import UnsafeName, file_name, is_environment_error
 from speech.options import SynthesizeOptions
 from speech.schema import SYNTHESIS_SCHEMA, SynthesisRow, synthesis_table
 from speech.text import TextError
@@ -47,9 +47,6 @@ from speech.tts.frontend import deal_voices, join_pieces, prepare_row
 
 log = logging.getLogger(__name__)
 
-AUDIO_DIR = "audio"
-_VERIFY_DIR = "_verify"
-_MAX_ID_PART = 200  # characters per path component of an id
 
 # Columns between the stages (besides the corpus columns).
 _PAYLOAD = "payload"  # pickled list[Utterance] from the front end
@@ -62,20 +59,13 @@ _PASSED = ("id", "text", "voice", "seed", "language", "speed", "text_normalized"
 
 
 def audio_name(row_id: str, fmt: str) -> str:
-    """The relative file name of a row's audio, ``<id>.<fmt>``, or ``TextError`` if unsafe.
-
-    Ids may have ``/``-separated parts (``en/001``) but no empty, ``.`` or ``..`` part, no
-    leading ``/``, backslash, ``:`` or control character, so no id escapes OUTPUT/audio.
-    """
-    parts = row_id.split("/")
-    bad = (
-        not row_id
-        or any(part in ("", ".", "..") or len(part) > _MAX_ID_PART for part in parts)
-        or any(c in "\\:" or ord(c) < 32 or ord(c) == 127 for c in row_id)
-    )
-    if bad:
-        raise TextError(f"id {row_id!r} cannot be used as a file name (empty, '.', '..', '/', '\\', ':' or control characters)")
-    return f"{row_id}.{fmt}"
+    """The relative file name of a row's audio, ``<id>.<fmt>``, or ``TextError`` if the id
+    cannot name a file (:func:`speech.files.file_name`: nothing that escapes OUTPUT/audio, no
+    control characters, no over-long names), checked before any directory is made."""
+    try:
+        return file_name(row_id, f".{fmt}")
+    except UnsafeName as err:
+        raise TextError(f"id cannot be used as a file name: {err}") from None
 
 
 class PrepareRows:
@@ -200,6 +190,8 @@ def write_audio(batch: pa.Table, *, options: SynthesizeOptions, model: str, back
                 with fsspec.open(path, "wb", auto_mkdir=True) as f:
                     f.write(data)
             except (OSError, RuntimeError, sf.LibsndfileError) as err:
+                if is_environment_error(err):
+                    raise  # a full or read-only disk is no fault of the row: stop; a rerun redoes it
                 out.error = f"cannot write audio: {_describe(err)}"
             else:
                 out.audio = {"bytes": data if options.embed_audio else None, "path": path}
@@ -224,6 +216,8 @@ class Summary:
     rows: int
     ok: int
     errors: int
+    changed_inputs: int  # this run: rows redone because their text changed in the input
+    removed_inputs: int  # this run: rows (and audio files) dropped because their id left the input
     audio_seconds: float  # audio generated for the rows without error
     wall_seconds: float  # pipeline time, from reading the input to the summary (Ray start excluded)
     real_time_factor: float  # wall_seconds / audio_seconds: below 1 is faster than real time
@@ -242,22 +236,46 @@ def run(options: SynthesizeOptions) -> Summary:
     """Run the job on a Ray that is already initialized; returns the summary."""
     started = time.perf_counter()
     backend = check_options(options)  # fail fast, before any actor starts
-    corpus = read_corpus(options.input)
-    corpus = with_voices(corpus, options)
-    _remove_verify_leftovers(options.output)
+    corpus = with_voices(read_corpus(options.input, timeout_s=options.read_timeout_s), options)
     # Same rules as the transcription job: a rerun into OUTPUT resumes (rows already
     # written are skipped) unless the job differs; --overwrite starts afresh.
-    output = open_output(options.output, job=_job(options, backend), overwrite=options.overwrite)
-    todo = corpus
-    if output.done_ids:
+    with open_output(options.output, job=_job(options, backend), overwrite=options.overwrite, inputs=[options.input],
+                     schema=SYNTHESIS_SCHEMA, columns=("id", "text")) as output:
+        _remove_verify_leftovers(options.output)
+        removed, changed = _stale_rows(corpus, output.done)
+        output.drop([*removed, *changed])
+        _remove_audio(options, removed)
         done = pa.array(sorted(output.done_ids), pa.string())
         todo = corpus.filter(pc.invert(pc.is_in(corpus["id"], value_set=done)))
-    log.info("synthesizing %d rows with %s (%s); %d already done", todo.num_rows, options.model, backend,
-             corpus.num_rows - todo.num_rows)
-    if todo.num_rows:
-        _pipeline(options, backend, todo).write_parquet(options.output, schema=SYNTHESIS_SCHEMA)
-    verification = verify(options) if options.verify_with else None
-    return summarize(options, backend, time.perf_counter() - started, verification)
+        log.info("synthesizing %d rows with %s (%s); %d already done; %d redone because their text changed, "
+                 "%d dropped because they left the input", todo.num_rows, options.model, backend,
+                 corpus.num_rows - todo.num_rows, len(changed), len(removed))
+        if todo.num_rows:
+            _pipeline(options, backend, todo).write_parquet(options.output, schema=SYNTHESIS_SCHEMA)
+        verification = verify(options) if options.verify_with else None
+        return summarize(options, backend, time.perf_counter() - started, verification,
+                         changed=len(changed), removed=len(removed))
+
+
+def _stale_rows(corpus: pa.Table, done: pa.Table) -> tuple[list[str], list[str]]:
+    """``(removed, changed)``: ids of written rows no longer in ``corpus``, and of those whose text differs."""
+    texts = dict(zip(corpus["id"].to_pylist(), corpus["text"].to_pylist()))
+    written = dict(zip(done["id"].to_pylist(), done["text"].to_pylist()))
+    removed = [i for i in written if i not in texts]
+    changed = [i for i, text in written.items() if i in texts and texts[i] != text]
+    return removed, changed
+
+
+def _remove_audio(options: SynthesizeOptions, ids: list[str]) -> None:
+    """Delete the audio files of rows dropped from the output (a changed row's file is rewritten)."""
+    fs, root = fsspec.core.url_to_fs(options.output)
+    for row_id in ids:
+        try:
+            path = f"{root.rstrip('/')}/{AUDIO_DIR}/{audio_name(row_id, options.format)}"
+        except TextError:
+            continue  # such a row never had audio
+        if fs.exists(path):
+            fs.rm(path)
 
 
 def with_voices(corpus: pa.Table, options: SynthesizeOptions) -> pa.Table:
@@ -325,7 +343,7 @@ def verify(options: SynthesizeOptions) -> tuple[float | None, int]:
     from speech.text.score import character_error_rate
 
     root = options.output.rstrip("/")
-    work = f"{root}/{_VERIFY_DIR}"
+    work = f"{root}/{VERIFY_DIR}"
     table = read_output(options.output, columns=["id", "text", "audio", "asr_text", "error"])
     # Rows verified by an earlier run of a resumed job keep their scores.
     ok = table.filter(pc.and_(pc.is_null(table["error"]), pc.is_null(table["asr_text"])))
@@ -351,7 +369,7 @@ def verify(options: SynthesizeOptions) -> tuple[float | None, int]:
     scores: list[float] = []
     rejected = 0
     fs, fs_root = fsspec.core.url_to_fs(options.output)
-    for file in _parquet_files(options.output):
+    for file in parquet_files(fs, fs_root.rstrip("/")):
         rows = pq.read_table(file, filesystem=fs).to_pylist()
         for row in rows:
             if row["error"] is not None or row["asr_text"] is not None:
@@ -368,21 +386,25 @@ def verify(options: SynthesizeOptions) -> tuple[float | None, int]:
             if options.max_cer is not None and row["cer"] > options.max_cer:
                 row["error"] = f"round-trip CER {row['cer']:.3f} is above max_cer {options.max_cer}"
                 rejected += 1
-        pq.write_table(pa.Table.from_pylist(rows, schema=SYNTHESIS_SCHEMA), file, filesystem=fs)
-    fs.rm(f"{fs_root.rstrip('/')}/{_VERIFY_DIR}", recursive=True)
+        replace_table(fs, file, pa.Table.from_pylist(rows, schema=SYNTHESIS_SCHEMA))
+    fs.rm(f"{fs_root.rstrip('/')}/{VERIFY_DIR}", recursive=True)
     return (float(np.mean(scores)) if scores else None), rejected
 
 
 def summarize(
-    options: SynthesizeOptions, backend: str, wall_seconds: float, verification: tuple[float | None, int] | None
+    options: SynthesizeOptions, backend: str, wall_seconds: float, verification: tuple[float | None, int] | None,
+    *, changed: int = 0, removed: int = 0,
 ) -> Summary:
-    """Read the written output back and write ``_summary.json`` beside it."""
+    """Read the written output back and write ``_summary.json`` beside it (``changed`` and
+    ``removed``: this run's counts of redone and dropped rows)."""
     counts = count_rows(options.output, SYNTHESIS_SCHEMA, ["duration_s"])
     audio = counts.sums["duration_s"]
     summary = Summary(
         rows=counts.rows,
         ok=counts.ok,
         errors=counts.errors,
+        changed_inputs=changed,
+        removed_inputs=removed,
         audio_seconds=round(audio, 3),
         wall_seconds=round(wall_seconds, 3),
         real_time_factor=round(wall_seconds / audio, 4) if audio > 0 else 0.0,
@@ -417,13 +439,8 @@ def _remove_verify_leftovers(output: str) -> None:
     """Drop the work directory of a verification that was killed (only in this tool's outputs)."""
     fs, root = fsspec.core.url_to_fs(output)
     root = root.rstrip("/")
-    if fs.exists(f"{root}/{output_files.JOB_FILE}") and fs.exists(f"{root}/{_VERIFY_DIR}"):
-        fs.rm(f"{root}/{_VERIFY_DIR}", recursive=True)
-
-
-def _parquet_files(output: str) -> list[str]:
-    fs, root = fsspec.core.url_to_fs(output)
-    return sorted(p for p in fs.ls(root, detail=False) if posixpath.basename(p).endswith(".parquet"))
+    if fs.exists(f"{root}/{output_files.JOB_FILE}") and fs.exists(f"{root}/{VERIFY_DIR}"):
+        fs.rm(f"{root}/{VERIFY_DIR}", recursive=True)
 
 
 def _describe(err: BaseException) -> str:

@@ -28,6 +28,8 @@ class Task:
     # Ray Data callable class taking (options): packed units -> a table of output rows
     # (jobs.transcribe.RecognizeUnits or a subclass).
     model_stage: type
-    schema: Callable[[AudioJobOptions], pa.Schema]  # of the output rows
-    # (options, backend, wall seconds) -> the run's summary dataclass, also written to OUTPUT.
-    summarize: Callable[[AudioJobOptions, str, float], Any]
+    # Of the output rows; it has the columns a resume compares (id, path, input_size, input_mtime).
+    schema: Callable[[AudioJobOptions], pa.Schema]
+    # (options, backend, wall seconds, changed=, removed=) -> the run's summary dataclass, also
+    # written to OUTPUT; changed and removed: the rows this run redid and dropped.
+    summarize: Callable[..., Any]

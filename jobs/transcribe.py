@@ -27,6 +27,7 @@ import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
 
 import pyarrow as pa
@@ -34,12 +35,10 @@ import pyarrow.compute as pc
 import ray
 
 from jobs import output as output_files
-from jobs.output import SUMMARY_FILE, Output, OutputError, count_rows, open_output, write_summary
-
+from jobs.output import Output, count_rows, open_output, write_summary
 from jobs.task import Task
-
 from speech.asr import FrontEnd, Window, detect_backend, load_front_end, load_recognizer
-from speech.audio import AudioDecodeError, decode, probe
+from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
 from speech.options import AudioJobOptions, TranscribeOptions
@@ -62,6 +61,8 @@ class _Item:
 
     id: str
     path: str
+    input_size: int | None
+    input_mtime: datetime | None
     reference: str | None
     language: str | None
     duration_s: float | None = None
@@ -76,19 +77,21 @@ class _Unit:
     items: list[_Item]
 
 
-def probe_batch(batch: pa.Table, max_duration_s: float | None = None) -> pa.Table:
-    """Add ``duration_s`` (seconds, 0 when unknown) and ``error`` from file headers."""
+def probe_batch(batch: pa.Table, max_duration_s: float | None = None, timeout_s: float | None = None) -> pa.Table:
+    """Add ``duration_s`` (seconds, 0 when unknown) and ``error`` from file headers, each
+    read within ``timeout_s`` seconds."""
     durations, errors = [], []
     for path in batch["path"].to_pylist():
         try:
-            duration = probe(path).duration_s
+            duration = probe(path, timeout_s).duration_s
         except (AudioDecodeError, OSError) as err:
             durations.append(0.0)
             errors.append(_describe(err))
             continue
-        durations.append(duration)
-        too_long = max_duration_s is not None and duration > max_duration_s
-        errors.append(f"audio is {duration:.1f} s long, over max_duration_s ({max_duration_s:g} s)" if too_long else None)
+        # A header without a length (a FLAC stream) sorts first; decoding bounds it.
+        durations.append(duration or 0.0)
+        too_long = max_duration_s is not None and duration is not None and duration > max_duration_s
+        errors.append(str(AudioTooLong(duration, max_duration_s)) if too_long else None)
     return batch.append_column("duration_s", pa.array(durations, pa.float64())).append_column(
         "error", pa.array(errors, pa.string())
     )
@@ -100,6 +103,8 @@ class PrepareUnits:
     def __init__(self, options: AudioJobOptions, backend: str, front_end=load_front_end):
         self.front_end: FrontEnd = front_end(options.model, options)
         self.budget = int(options.budget_s(backend) * self.front_end.sample_rate)
+        self.max_seconds = options.max_duration_s
+        self.timeout_s = options.read_timeout_s
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         items = [self._prepare(row) for row in batch.to_pylist()]
@@ -109,10 +114,12 @@ class PrepareUnits:
             yield pa.table({"payload": pa.array([pickle.dumps(unit, protocol=5)], pa.binary())})
 
     def _prepare(self, row: dict) -> _Item:
-        item = _Item(row["id"], row["path"], row["reference"], row["language"], error=row["error"])
+        item = _Item(row["id"], row["path"], row["input_size"], row["input_mtime"], row["reference"], row["language"],
+                     error=row["error"])
         if item.error is None:
             try:
-                audio = decode(item.path, self.front_end.sample_rate)
+                audio = decode(item.path, self.front_end.sample_rate, max_seconds=self.max_seconds,
+                               timeout_s=self.timeout_s)
                 item.duration_s = len(audio) / self.front_end.sample_rate
                 item.windows = self.front_end.windows(audio)
             except Exception as err:  # noqa: BLE001 - one bad file must not fail its window
@@ -185,6 +192,8 @@ class RecognizeUnits:
         row = TranscriptRow(
             id=item.id,
             path=item.path,
+            input_size=item.input_size,
+            input_mtime=item.input_mtime,
             duration_s=item.duration_s,
             reference=item.reference,
             language=item.language or self.options.language,
@@ -214,6 +223,8 @@ class Summary:
     ok: int
     errors: int
     duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
+    changed_inputs: int  # this run: rows redone because their input's size, time or path changed
+    removed_inputs: int  # this run: rows dropped because their id is no longer among the inputs
     audio_seconds: float  # decoded audio of the rows that got a transcript
     computed_seconds: float  # audio the model ran on, incl. padding and chunk overlap
     wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
@@ -226,32 +237,64 @@ class Summary:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the job will do, checked before Ray starts."""
+    """What the job will do, checked before Ray starts. Holds the output's lease: use it as a
+    context manager (``run`` does) so the lease is released however the run ends."""
 
     backend: str
     inputs: pa.Table  # speech.schema.INPUT_SCHEMA, every input of the job
-    output: Output  # with the ids earlier runs already wrote
+    output: Output  # with the rows earlier runs already wrote
+    changed: tuple[str, ...] = ()  # ids whose rows are redone: their input changed since
+    removed: tuple[str, ...] = ()  # ids whose rows are dropped: no longer among the inputs
 
     @property
     def todo(self) -> pa.Table:
         """The inputs that still need a row in the output."""
-        if not self.output.done_ids:
+        done = self.output.done_ids - set(self.changed)
+        if not done:
             return self.inputs
-        done = pa.array(sorted(self.output.done_ids), pa.string())
-        return self.inputs.filter(pc.invert(pc.is_in(self.inputs["id"], value_set=done)))
+        return self.inputs.filter(pc.invert(pc.is_in(self.inputs["id"], value_set=pa.array(sorted(done), pa.string()))))
+
+    def __enter__(self) -> "Plan":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.output.release()
 
 
 def check(options: AudioJobOptions, task: Task | None = None) -> Plan:
     """Everything that can fail before any Ray work: model kind, inputs, output location.
 
-    ``task``: what the job computes (default :data:`TRANSCRIBE`).
+    Takes the output's lease. ``task``: what the job computes (default :data:`TRANSCRIBE`).
     Raises ModelError, InputError or OutputError with a one-line reason.
     """
     task = task or TRANSCRIBE
     backend = task.detect(options)  # the model, and options it cannot honour
-    inputs = resolve_inputs(options.inputs)
+    inputs = resolve_inputs(options.inputs, timeout_s=options.read_timeout_s)
     job = {"job": task.name, "backend": backend, **options.result_options()}
-    return Plan(backend, inputs, open_output(options.output, job=job, overwrite=options.overwrite))
+    output = open_output(options.output, job=job, overwrite=options.overwrite,
+                         inputs=[*options.inputs, *inputs["path"].to_pylist()],
+                         schema=task.schema(options), columns=_INPUT_KEY)
+    removed, changed = stale_rows(inputs, output.done)
+    return Plan(backend, inputs, output, changed=tuple(changed), removed=tuple(removed))
+
+
+#: What identifies a row's input (columns of every task's rows): a resumed run redoes a row
+#: when one of these changed.
+_INPUT_KEY = ("id", "path", "input_size", "input_mtime")
+
+
+def stale_rows(inputs: pa.Table, done: pa.Table) -> tuple[list[str], list[str]]:
+    """``(removed, changed)``: ids of written rows whose id is no longer among ``inputs``, and of
+    those whose input's path, size or modification time differs from when the row was written."""
+    def keys(table: pa.Table) -> dict[str, tuple]:
+        columns = table.select(list(_INPUT_KEY))
+        columns = columns.set_column(3, "input_mtime", pc.cast(columns["input_mtime"], pa.int64()))
+        return {row[0]: row[1:] for row in zip(*(columns[name].to_pylist() for name in _INPUT_KEY))}
+
+    current, written = keys(inputs), keys(done)
+    removed = [i for i in written if i not in current]
+    changed = [i for i, key in written.items() if i in current and current[i] != key]
+    return removed, changed
 
 
 def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = None):
@@ -259,21 +302,26 @@ def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = 
     initialized; returns the task's summary."""
     started = time.perf_counter()
     task = task or TRANSCRIBE
-    plan = plan or check(options, task)
-    todo = plan.todo
-    log.info(
-        "%s: %d inputs with %s (%s); %d already done",
-        task.name, todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
-    )
-    if todo.num_rows:
-        _pipeline(options, plan.backend, todo, task).write_parquet(options.output, schema=task.schema(options))
-    return task.summarize(options, plan.backend, time.perf_counter() - started)
+    with plan or check(options, task) as plan:
+        dropped = plan.output.drop([*plan.removed, *plan.changed])
+        todo = plan.todo
+        log.info(
+            "%s: %d inputs with %s (%s); %d already done; %d redone because their input changed, "
+            "%d dropped because their input is gone (%d rows removed)",
+            task.name, todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
+            len(plan.changed), len(plan.removed), dropped,
+        )
+        if todo.num_rows:
+            _pipeline(options, plan.backend, todo, task).write_parquet(options.output, schema=task.schema(options))
+        return task.summarize(options, plan.backend, time.perf_counter() - started,
+                              changed=len(plan.changed), removed=len(plan.removed))
 
 
 def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset:
     """The inputs with ``duration_s`` and header ``error`` added, sorted by duration."""
     if todo.num_rows <= _DRIVER_PROBE_ROWS:
-        probe_rows = functools.partial(probe_batch, max_duration_s=options.max_duration_s)
+        probe_rows = functools.partial(probe_batch, max_duration_s=options.max_duration_s,
+                                       timeout_s=options.read_timeout_s)
         pieces = [todo.slice(i, 16) for i in range(0, todo.num_rows, 16)]
         with ThreadPoolExecutor(_DRIVER_PROBE_THREADS) as threads:
             ordered = pa.concat_tables(threads.map(probe_rows, pieces)).sort_by("duration_s")
@@ -287,7 +335,8 @@ def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset
     return (
         ray.data.from_arrow(blocks)
         .map_batches(
-            probe_batch, fn_kwargs={"max_duration_s": options.max_duration_s}, batch_format="pyarrow", num_cpus=0.25
+            probe_batch, fn_kwargs={"max_duration_s": options.max_duration_s, "timeout_s": options.read_timeout_s},
+            batch_format="pyarrow", num_cpus=0.25
         )
         .sort("duration_s")
         .materialize()
@@ -323,8 +372,10 @@ def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task
     return dataset
 
 
-def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> Summary:
-    """Read the whole output back (all runs) and write ``_summary.json`` beside it."""
+def summarize(options: TranscribeOptions, backend: str, wall_seconds: float, *, changed: int = 0,
+              removed: int = 0) -> Summary:
+    """Read the whole output back (all runs) and write ``_summary.json`` beside it; ``changed``
+    and ``removed`` are this run's counts of redone and dropped rows."""
     counts = count_rows(options.output, TRANSCRIPT_SCHEMA, ["duration_s", "computed_s"])
     audio, computed = counts.sums["duration_s"], counts.sums["computed_s"]
     if counts.duplicate_ids:
@@ -334,6 +385,8 @@ def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> 
         ok=counts.ok,
         errors=counts.errors,
         duplicate_ids=counts.duplicate_ids,
+        changed_inputs=changed,
+        removed_inputs=removed,
         audio_seconds=round(audio, 3),
         computed_seconds=round(computed, 3),
         wall_seconds=round(wall_seconds, 3),

@@ -16,6 +16,7 @@ command-line overrides, run through Ray's own ``serve run``.
 
 # No `from __future__ import annotations` here: Serve validates `args` into the builder's
 # parameter annotation only when that annotation is a class at run time, not a string.
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ class ServeArgs(BaseModel):
     stream_options: dict[str, Any] = Field(default_factory=dict)
     max_models_per_replica: int = Field(2, ge=1)  # multiplexed models kept per replica (LRU)
     max_upload_mb: float = Field(25.0, gt=0)  # largest upload (MiB); larger ones get 413
+    # Audio seconds a Transcriber replica holds decoded at once (uploads being decoded, waiting
+    # for or in a batch); more requests wait. 14400 s at 16 kHz is ~0.9 GiB of float32 samples.
+    max_decoded_seconds: float = Field(14400.0, gt=0)
+    body_timeout_s: float = Field(60.0, gt=0)  # a request body must arrive whole within this; else 408
     api_key_env: str | None = None  # environment variable with the API key; None: no key needed
 
     @model_validator(mode="after")
@@ -121,19 +126,36 @@ def served_models(args: ServeArgs) -> tuple[http.ServedModel, ...]:
     return tuple(models)
 
 
+def check_api_key(api_key_env: str | None, env_vars: dict[str, str] | None = None) -> None:
+    """ConfigError if ``api_key_env`` names a variable that is unset or empty, in this process's
+    environment and in ``env_vars`` (the app's ``runtime_env.env_vars``): a server told to
+    require a key must not start without one."""
+    if api_key_env is None:
+        return
+    if not (os.environ.get(api_key_env) or (env_vars or {}).get(api_key_env)):
+        raise ConfigError(f"api_key_env names {api_key_env!r}, which is not set (or empty); set it to the API key, "
+                          "or set api_key_env to null to serve without a key")
+
+
 def build_app(args: ServeArgs) -> Application:
-    """The application: Gateway -> (Transcriber, Synthesizer), for ``serve run`` and ``serve.run``."""
+    """The application: Gateway -> (Transcriber, Synthesizer), for ``serve run`` and ``serve.run``.
+
+    Serve runs this with the app's ``runtime_env``, so its ``env_vars`` are in ``os.environ`` here.
+    """
+    check_api_key(args.api_key_env)
     models = served_models(args)
     transcriber = synthesizer = None
     if args.asr_models:
         sources = {m.name: m.source for m in models if m.kind == "transcription"}
-        transcriber = asr.Transcriber.bind(sources, args.asr_options, args.max_models_per_replica, args.stream_options)
+        transcriber = asr.Transcriber.bind(sources, args.asr_options, args.max_models_per_replica,
+                                           args.max_decoded_seconds, args.stream_options)
     if args.tts_models:
         sources = {m.name: m.source for m in models if m.kind == "speech"}
         synthesizer = tts.Synthesizer.bind(sources, args.tts_options, args.max_models_per_replica)
     settings = http.GatewaySettings(
         models=models, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), api_key_env=args.api_key_env,
         stream_options=StreamOptions.model_validate(args.stream_options),
+        body_timeout_s=args.body_timeout_s,
     )
     return http.Gateway.bind(settings, transcriber, synthesizer)
 
@@ -175,9 +197,13 @@ def resolve_config(
 
 
 def check_models(config: dict[str, Any]) -> tuple[http.ServedModel, ...]:
-    """The served models of a resolved config, checked as Serve's build step will; or ``ConfigError``."""
+    """The served models of a resolved config, checked as Serve's build step will (models,
+    and the API key's variable: set here or in the app's ``runtime_env.env_vars``); or ``ConfigError``."""
+    app = _speech_app(config, "config")
+    args = app_args(app)
+    check_api_key(args.api_key_env, (app.get("runtime_env") or {}).get("env_vars"))
     try:
-        return served_models(app_args(_speech_app(config, "config")))
+        return served_models(args)
     except ValueError as err:
         raise ConfigError(str(err)) from err
 

@@ -1,8 +1,11 @@
 """The speech recognition deployment: the transcription job's front end and recognizer over HTTP.
 
-Per request (in the replica, outside the batch): decode the upload with
-:func:`speech.audio.decode` at the model's rate and cut it into windows with the model's
-front end, exactly as the job's prepare stage does. Then the request waits in a
+Per request (in the replica, outside the batch): read the upload's header (refusing audio
+longer than ``max_duration_s``, 400 ``audio_too_long``, before decoding anything), wait until
+the replica holds less than ``max_decoded_seconds`` of decoded audio, decode the upload with
+:func:`speech.audio.decode` at the model's rate (bounded by ``max_duration_s`` even when
+the header gives no length) and cut it into windows with the model's front end, exactly as
+the job's prepare stage does. Then the request waits in a
 ``@serve.batch`` queue bounded by requests and by audio seconds (see :mod:`serve.replica`);
 a batch (requests for one model: Serve splits batches by model id) goes through
 ``Recognizer.transcribe`` in one call, which buckets the windows by length within the
@@ -28,11 +31,11 @@ from typing import Any, Literal
 from pydantic import Field
 from ray import serve
 
-from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, model_deployment
+from serve.replica import Batching, HoldLimit, Item, ModelReplica, Rejected, batch_slots, model_deployment
 from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, detect_backend, load_front_end, load_recognizer
 from speech.asr.streaming import StreamingModel, StreamOutput, StreamWork
 from speech.asr.vad import default_vad
-from speech.audio import AudioDecodeError, decode
+from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 from speech.options import StreamOptions, TranscribeOptions
 from speech.schema import TranscriptRow
 
@@ -45,6 +48,9 @@ SERVING_OPTIONS = frozenset(
     {"dtype", "batch_seconds", "strict_padding", "chunk_length_s", "stride_length_s", "language",
      "timestamps", "vad", "max_new_tokens", "max_duration_s", "torch_threads"}
 )
+#: ``max_duration_s`` of served models unless ``asr_options`` sets another: a few hundred
+#: kilobytes of FLAC can hold hours of audio, so a server always has a limit.
+SERVING_MAX_DURATION_S = 7200.0
 
 
 class AsrBatching(Batching):
@@ -94,6 +100,10 @@ def transcribe_options(source: str, overrides: dict[str, Any], *, task: Task = "
     unknown = sorted(set(overrides) - SERVING_OPTIONS)
     if unknown:
         raise ValueError(f"asr_options: {', '.join(unknown)} cannot be set for serving; allowed: {', '.join(sorted(SERVING_OPTIONS))}")
+    if "max_duration_s" in overrides and overrides["max_duration_s"] is None:
+        raise ValueError("asr_options.max_duration_s: a server needs a limit (default "
+                         f"{SERVING_MAX_DURATION_S:g} s); give a number of seconds")
+    overrides = {"max_duration_s": SERVING_MAX_DURATION_S, **overrides}
     # The server has no corpus: the two fields a job must have get placeholders nothing reads.
     return TranscribeOptions(inputs=["<http>"], output="<http>", model=source, task=task, gpus_per_actor=gpus, **overrides)
 
@@ -110,17 +120,28 @@ class _Model:
         # live session's frames.
         self.streaming = StreamingModel(self.front_end, self.recognizer, default_vad(), stream_options)
 
-    def prepare(self, audio: bytes, filename: str) -> tuple[list[Window], float] | Rejected:
-        """Upload bytes -> (windows, seconds of audio), as the job's prepare stage does."""
+    def expected_seconds(self, audio: bytes, filename: str) -> float | Rejected:
+        """The upload's length from its header (``max_duration_s`` when the header does not
+        say), or why it is refused: not audio, or longer than ``max_duration_s``."""
         try:
-            samples = decode(audio, self.front_end.sample_rate)
+            seconds = probe(audio).duration_s
         except AudioDecodeError as err:
-            return Rejected("file", f"cannot read the uploaded file {filename!r}: {err}", "invalid_audio")
-        seconds = len(samples) / self.front_end.sample_rate
+            return _unreadable(err, filename)
         limit = self.options.max_duration_s
-        if limit is not None and seconds > limit:
-            return Rejected("file", f"audio is {seconds:.1f} s long, over this model's limit of {limit:g} s", "audio_too_long")
-        return self.front_end.windows(samples), seconds
+        if seconds is not None and seconds > limit:
+            return Rejected("file", str(AudioTooLong(seconds, limit)), "audio_too_long")
+        return limit if seconds is None else seconds
+
+    def prepare(self, audio: bytes, filename: str) -> tuple[list[Window], float] | Rejected:
+        """Upload bytes -> (windows, seconds of audio), as the job's prepare stage does; never
+        decodes more than ``max_duration_s`` of it."""
+        try:
+            samples = decode(audio, self.front_end.sample_rate, max_seconds=self.options.max_duration_s)
+        except AudioTooLong as err:
+            return Rejected("file", str(err), "audio_too_long")
+        except AudioDecodeError as err:
+            return _unreadable(err, filename)
+        return self.front_end.windows(samples), len(samples) / self.front_end.sample_rate
 
     def transcribe(self, payloads: list[tuple[list[Window], str | None]]) -> list[Transcript]:
         return self.recognizer.transcribe([windows for windows, _ in payloads], [lang for _, lang in payloads])
@@ -129,19 +150,25 @@ class _Model:
         return self.streaming.run(works)
 
 
+def _unreadable(err: AudioDecodeError, filename: str) -> Rejected:
+    return Rejected("file", f"cannot read the uploaded file {filename!r}: {err}", "invalid_audio")
+
+
 @model_deployment(DEPLOYMENT, AsrBatching)
 class Transcriber:
     """Speech recognition replica: several multiplexed models, budgeted dynamic batching.
 
     Args: as :class:`serve.replica.ModelReplica`'s; ``options`` are the ``asr_options``, the
-    TranscribeOptions every model runs with; ``stream_options`` the StreamOptions fields of
-    live sessions.
+    TranscribeOptions every model runs with; ``max_decoded_seconds`` bounds the decoded audio
+    the replica's requests hold at once (more wait); ``stream_options`` are the StreamOptions
+    fields of live sessions.
     """
 
     async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int,
-                       stream_options: dict[str, Any] | None = None):
+                       max_decoded_seconds: float, stream_options: dict[str, Any] | None = None):
         self._stream_options = StreamOptions.model_validate(stream_options or {})
         self._replica: ModelReplica[_Model] = ModelReplica(models, options, max_models, AsrBatching, self._load)
+        self._decoded = HoldLimit(max_decoded_seconds)
         self._gpus = 1.0 if self._replica.device == "cuda" else 0.0
         self._languages: set[tuple[str, Task, str]] = set()  # (model, task, language) known to be accepted
         self._stream_batches: Counter[int] = Counter()  # stream steps served, by the size of their batch
@@ -171,11 +198,16 @@ class Transcriber:
             problem = await asyncio.to_thread(self._check_language, model.name, model.options.task, request.language)
             if problem is not None:
                 return Rejected("language", problem)
-        prepared = await asyncio.to_thread(model.prepare, request.audio, request.filename)
-        if isinstance(prepared, Rejected):
-            return prepared
-        windows, seconds = prepared
-        result = await self._recognize(Item((windows, request.language), seconds, self._replica.budget))
+        expected = await asyncio.to_thread(model.expected_seconds, request.audio, request.filename)
+        if isinstance(expected, Rejected):
+            return expected
+        async with self._decoded.hold(expected) as held:
+            prepared = await asyncio.to_thread(model.prepare, request.audio, request.filename)
+            if isinstance(prepared, Rejected):
+                return prepared
+            windows, seconds = prepared
+            await held.resize(seconds)
+            result = await self._recognize(Item((windows, request.language), seconds, self._replica.budget))
         if isinstance(result, Exception):
             raise result
         transcript, batch_size = result
@@ -237,10 +269,14 @@ class Transcriber:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """Replica facts for operators and tests: when it started, its batching, its models, and
-        how many live-session steps it served in batches of each size."""
-        return {**self._replica.describe(), "stream_batches": dict(sorted(self._stream_batches.items()))}
+        """Replica facts for operators and tests: when it started, its batching, its models, the
+        decoded audio seconds its requests hold now and may hold at most, and how many
+        live-session steps it served in batches of each size."""
+        return {**self._replica.describe(), "decoded_seconds": self._decoded.held,
+                "max_decoded_seconds": self._decoded.capacity,
+                "stream_batches": dict(sorted(self._stream_batches.items()))}
 
 
-__all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "StreamFormat", "Transcriber", "model_key",
+__all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "SERVING_MAX_DURATION_S", "StreamFormat",
+           "Transcriber", "model_key",
            "transcribe_options"]

@@ -8,21 +8,25 @@ Routes (``/v1`` as in OpenAI's API, so its client libraries work with ``base_url
 * ``/v1/realtime?intent=transcription``: live transcription over a WebSocket (:mod:`serve.realtime`),
 * ``GET /``: a page to try every model (:mod:`serve.page`; no API key needed to load it).
 
-Requests are checked here before any model replica sees them: the API key, the body size,
-the form fields, the model name. Every client error is a 4xx with an OpenAI-style body
-``{"error": {"message", "type", "param", "code"}}``; a failure of the server itself is a 500
-(503 when the model replicas are overloaded) with the same shape, and the server keeps
-serving. Responses carry ``x-batch-size``: how many requests (ASR) or sentence pieces (TTS,
+Requests are checked here before any model replica sees them: the API key, the body (read
+whole, at most the route's size limit, within ``body_timeout_s``), the form fields and JSON
+(parts, fields and nesting bounded), the model name. Every client error is a 4xx with an
+OpenAI-style body ``{"error": {"message", "type", "param", "code"}}`` and no traceback in the
+log; a body over the limit (413) or too slow (408) is answered at once and the connection
+closed, so the rest of it is not read. A failure of the server itself is a 500 (503 when the
+model replicas are overloaded) with the same shape, and the server keeps serving. Responses carry ``x-batch-size``: how many requests (ASR) or sentence pieces (TTS,
 the largest batch among the answer's pieces) shared the model call that served this one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import json
 import logging
 import os
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,7 +44,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message
 
 from jobs.synthesize import encode_audio
 from serve import asr, page, realtime, tts
@@ -55,6 +59,9 @@ DEPLOYMENT = "Gateway"
 Kind = Literal["transcription", "speech"]
 
 _FORM_OVERHEAD = 64 * 1024  # multipart envelope allowed on top of the upload limit, bytes
+_MAX_FORM_FIELDS = 32  # text fields of an upload form (OpenAI's have under 10)
+_MAX_JSON_BYTES = 1024 * 1024  # body of /v1/audio/speech
+_MAX_JSON_DEPTH = 32  # nesting of arrays and objects in a JSON body (the speech body has 1)
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates libsndfile's Opus encoder takes
 
 
@@ -62,16 +69,21 @@ _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates libsndfile's 
 
 
 class ApiError(Exception):
-    """A request the server answers with an error status and an OpenAI-style JSON body."""
+    """A request the server answers with an error status and an OpenAI-style JSON body.
+
+    ``close``: the answer comes before the request body was read to its end, so the
+    connection is closed after it (``Connection: close``) instead of reading the rest.
+    """
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 type: str = "invalid_request_error"):
+                 type: str = "invalid_request_error", close: bool = False):
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+        self.close = close
 
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
+        return JSONResponse(body, status_code=self.status, headers={"connection": "close"} if self.close else None)
 
 
 def _invalid(err: ValidationError) -> ApiError:
@@ -130,6 +142,7 @@ class GatewaySettings:
     max_upload_bytes: int  # largest uploaded file (and request body) accepted
     api_key_env: str | None = None  # environment variable holding the API key; None: no key
     stream_options: StreamOptions = StreamOptions()  # live transcription sessions
+    body_timeout_s: float = 60.0  # a request body must arrive whole within this; else 408
 
 
 # --- request fields ------------------------------------------------------------------------
@@ -256,61 +269,84 @@ def _streaming_wav_header(sample_rate: int) -> bytes:
 # --- the ASGI app --------------------------------------------------------------------------
 
 
-class _BodyLimit:
-    """ASGI middleware: request bodies over ``max_bytes`` get a 413, from the declared
-    Content-Length before anything is read, or as soon as a chunked body passes the limit."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole request body, or an ApiError: 413 once it passes ``limit`` bytes (from the
+    declared Content-Length before anything is read, else as the chunks arrive: nothing past
+    the limit is kept), 408 if it has not all arrived within ``timeout_s`` seconds."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    chunks, size = [], 0
+    while True:
+        try:
+            message = await asyncio.wait_for(request.receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s", code="request_timeout",
+                           close=True) from None
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "the client disconnected before sending the whole body", code="client_disconnected")
+        size += len(message.get("body", b""))
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._too_large(int(declared)).response()(scope, receive, send)
-            return
-        received = 0
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(413, f"request body of {size} bytes is over this server's limit of {limit} bytes",
+                    code="request_too_large", close=True)
 
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large(received)  # an ApiError: the route answers it
-            return message
 
-        await self.app(scope, counted, send)
+def _replayed(request: Request, body: bytes) -> Request:
+    """``request`` with its body already read: the app gets ``body`` in one message, then
+    whatever the connection says next (a disconnect)."""
+    sent = False
 
-    def _too_large(self, size: int) -> ApiError:
-        return ApiError(413, f"request body of {size} bytes is over this server's limit of {self.max_bytes} bytes",
-                        code="request_too_large")
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return await request.receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal, escapes included
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in the JSON text ``body`` (0 for a scalar), counted
+    without parsing: Python's parser recurses, so a deep body must be refused before it."""
+    brackets = np.frombuffer(_JSON_STRING.sub(b'""', body), np.uint8)
+    steps = np.isin(brackets, (ord("["), ord("{"))).astype(np.int32) - np.isin(brackets, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
 
 
 def create_api(gateway: "Gateway") -> FastAPI:
     """The FastAPI app of one Gateway replica; every route answers through ``gateway``."""
     app = FastAPI(title="speech", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(_BodyLimit, max_bytes=gateway.settings.max_upload_bytes + _FORM_OVERHEAD)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        # Unknown routes (404), wrong methods (405) and Starlette's own parse errors.
+        # Unknown routes (404) and wrong methods (405).
         return ApiError(err.status_code, str(err.detail), code="invalid_request").response()
 
-    def route(handler: Callable[[Request], Awaitable[Response]], *, public: bool = False):
+    def route(handler: Callable[[Request], Awaitable[Response]], *, public: bool = False, body_limit: int = 0):
         async def answer(request: Request) -> Response:
-            return await gateway.answer(handler, request, public=public)
+            return await gateway.answer(handler, request, public=public, body_limit=body_limit)
 
         return answer
 
+    upload_limit = gateway.settings.max_upload_bytes + _FORM_OVERHEAD
     app.add_api_route("/health", route(gateway.health, public=True), methods=["GET"])
     app.add_api_route("/v1/models", route(gateway.list_models), methods=["GET"])
-    app.add_api_route("/v1/audio/transcriptions", route(gateway.transcriptions), methods=["POST"])
-    app.add_api_route("/v1/audio/translations", route(gateway.translations), methods=["POST"])
-    app.add_api_route("/v1/audio/speech", route(gateway.speech), methods=["POST"])
+    app.add_api_route("/v1/audio/transcriptions", route(gateway.transcriptions, body_limit=upload_limit), methods=["POST"])
+    app.add_api_route("/v1/audio/translations", route(gateway.translations, body_limit=upload_limit), methods=["POST"])
+    app.add_api_route("/v1/audio/speech", route(gateway.speech, body_limit=_MAX_JSON_BYTES), methods=["POST"])
 
     async def realtime_session(websocket: WebSocket) -> None:
         # Defined here, not registered as the Gateway's method: Serve ships the deployment class
@@ -353,14 +389,21 @@ class Gateway:
                                          self.settings.stream_options)
         await realtime.serve_session(websocket, server)
 
-    async def answer(self, handler: Callable[[Request], Awaitable[Response]], request: Request, *, public: bool) -> Response:
-        """Run a route: check the API key, map errors to JSON; a failure never stops the server."""
+    async def answer(self, handler: Callable[[Request], Awaitable[Response]], request: Request, *, public: bool,
+                     body_limit: int = 0) -> Response:
+        """Run a route: check the API key, read the body (at most ``body_limit`` bytes; 0: the
+        route takes none), map errors to JSON; a failure never stops the server."""
         try:
             if not public:
                 self._authorize(request)
+            if body_limit:
+                body = await read_body(request, body_limit, self.settings.body_timeout_s)
+                request = _replayed(request, body)
             return await handler(request)
         except ApiError as err:
             return err.response()
+        except StarletteHTTPException as err:  # Starlette's own request parsing: the client's mistake
+            return ApiError(err.status_code, str(err.detail), code="invalid_request").response()
         except (BackPressureError, DeploymentUnavailableError) as err:
             log.warning("%s %s: %s", request.method, request.url.path, err)
             return ApiError(503, "the model replicas are overloaded; retry later", type="server_error",
@@ -383,9 +426,10 @@ class Gateway:
         return JSONResponse({"status": "ok"})
 
     async def list_models(self, request: Request) -> Response:
+        # Served names only: where a model lives on the server's disk is none of a client's business.
         data = [
             {"id": m.name, "object": "model", "created": self._created, "owned_by": "speech", "kind": m.kind,
-             "backend": m.backend, "source": m.source}
+             "backend": m.backend}
             for m in self.catalog.models
         ]
         return JSONResponse({"object": "list", "data": data})
@@ -423,7 +467,11 @@ class Gateway:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise ApiError(415, "expected a multipart/form-data body with the audio in field 'file'",
                            code="unsupported_media_type")
-        async with request.form(max_files=1, max_fields=32) as form:
+        try:
+            form = await request.form(max_files=1, max_fields=_MAX_FORM_FIELDS)
+        except StarletteHTTPException as err:  # two files, too many fields, no or wrong boundary
+            raise ApiError(400, f"malformed multipart/form-data body: {err.detail}", code="invalid_multipart") from None
+        try:
             try:
                 fields = schema.model_validate(_form_values(form))
             except ValidationError as err:
@@ -440,14 +488,19 @@ class Gateway:
                 raise ApiError(415, f"unsupported audio format {suffix!r}; supported: {', '.join(sorted(AUDIO_EXTENSIONS))}",
                                param="file", code="unsupported_media_type")
             audio = await upload.read()
+        finally:
+            await form.close()  # the upload's spooled temporary file
         if len(audio) > self.settings.max_upload_bytes:
             raise ApiError(413, f"uploaded file of {len(audio)} bytes is over this server's limit of "
                                 f"{self.settings.max_upload_bytes} bytes", param="file", code="request_too_large")
         return audio, filename, fields
 
     async def speech(self, request: Request) -> Response:
+        raw = await request.body()
+        if json_depth(raw) > _MAX_JSON_DEPTH:
+            raise ApiError(400, f"the JSON body nests deeper than {_MAX_JSON_DEPTH} levels", code="invalid_json")
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
         except ValueError as err:
             raise ApiError(400, f"the body is not valid JSON: {err}", code="invalid_json") from err
         if not isinstance(body, dict):

@@ -22,6 +22,12 @@ Model cache
     model, a replica keeps at most ``max_models`` of them and unloads the least recently
     used.
 
+Held audio
+    :class:`HoldLimit` bounds the work a replica holds at once (the Transcriber: seconds of
+    decoded audio, from decoding to the answer), so concurrent uploads cannot add up to more
+    memory than configured: a request over the limit waits for others to finish, it does not
+    fail. A request larger than the whole limit waits until nothing else is held.
+
 Model thread
     Networks run (and load) in one dedicated thread per replica, off the event loop so the
     replica keeps taking requests meanwhile. One thread because torch's intra-op thread
@@ -33,13 +39,14 @@ Model thread
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
 import math
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -112,6 +119,51 @@ class Item(Generic[T]):
 def batch_slots(items: Sequence[Item]) -> int:
     """``batch_size_fn`` of every budgeted ``@serve.batch`` queue: slots the items fill."""
     return sum(item.budget.slots(item.work) for item in items)
+
+
+class HoldLimit:
+    """At most ``capacity`` units (e.g. audio seconds) held at once by one replica's requests.
+
+    ``async with limit.hold(amount) as held:`` waits until ``amount`` fits (or nothing else is
+    held), and gives it back on exit; ``await held.resize(new)`` corrects the amount once the
+    real figure is known (it never waits: the work is already in memory).
+    """
+
+    def __init__(self, capacity: float):
+        self.capacity = capacity
+        self.held = 0.0
+        self._changed: asyncio.Condition | None = None  # made in the replica's event loop
+
+    @contextlib.asynccontextmanager
+    async def hold(self, amount: float) -> AsyncIterator["Held"]:
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.held == 0 or self.held + amount <= self.capacity)
+            self.held += amount
+        held = Held(self, amount)
+        try:
+            yield held
+        finally:
+            await held.resize(0.0)
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+
+class Held:
+    """One request's share of a :class:`HoldLimit`."""
+
+    def __init__(self, limit: HoldLimit, amount: float):
+        self._limit, self.amount = limit, amount
+
+    async def resize(self, amount: float) -> None:
+        changed = self._limit._condition()
+        async with changed:
+            self._limit.held += amount - self.amount
+            self.amount = amount
+            changed.notify_all()
 
 
 class ModelThread:

@@ -2,18 +2,31 @@
 
 Heavy imports (torch, transformers, Ray) happen inside the command handlers so that
 ``speech --help`` answers at once.
+
+Every failure a user can cause (bad options, inputs or output; a full or read-only disk;
+no permission) ends the command with exit status 2 and one line, ``speech: error: ...``;
+``-v`` adds the traceback. Anything else is a bug and keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import logging
+import os
 import sys
+import traceback
 from typing import Any, Callable, Sequence
 
 
 class CliError(Exception):
     """A problem that stops a command before it runs; printed as one line."""
+
+
+#: OSErrors that come from the user's machine (where they asked us to write), not from a bug.
+_USER_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,8 +35,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except CliError as err:
-        print(f"speech: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err), err, args.verbose)
+    except Exception as err:
+        message = user_os_error(err)
+        if message is None:
+            raise
+        return _fail(message, err, args.verbose)
+
+
+def _fail(message: str, err: BaseException, verbose: bool) -> int:
+    if verbose:
+        traceback.print_exception(err)
+    print(f"speech: error: {message}", file=sys.stderr)
+    return 2
+
+
+def user_os_error(err: BaseException) -> str | None:
+    """A one-line message if ``err`` is, or wraps, an OSError of :data:`_USER_ERRNOS`; else None.
+
+    Follows ``__cause__``, ``__context__`` and ``cause`` (how Ray hands over an exception raised
+    in a worker), so a full disk met by a Ray Data writer reads the same as one met here.
+    """
+    pending, seen = [err], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _USER_ERRNOS:
+            name = current.filename
+            # Ray Data's wrapped errors carry a paragraph where the file name goes: only a path is shown.
+            where = f": {name}" if isinstance(name, str) and "\n" not in name and len(name) < 512 else ""
+            hint = ("; free some space and rerun the same command: it resumes where it stopped"
+                    if current.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+            return f"{os.strerror(current.errno)}{where}{hint}"
+        pending.extend(e for e in (current.__cause__, current.__context__, getattr(current, "cause", None))
+                       if isinstance(e, BaseException))
+    return None
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drops Ray's ERROR records about an exception that :func:`user_os_error` turns into the
+    command's one line (Ray Data logs a full disk as an internal error, with two tracebacks,
+    before it raises). The records' exception is theirs, or the one being handled as they are
+    logged; ``-v`` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+        return not (record.levelno >= logging.ERROR and err is not None and user_os_error(err) is not None)
+
+
+def _quiet_ray_user_errors(quiet: bool) -> None:
+    """Put :class:`_QuietUserErrors` on Ray's log handlers (``quiet``), or take it off (``-v``)."""
+    import ray.data  # noqa: F401 - configures Ray Data's log handlers, which get the filter
+
+    for name in ("ray", "ray.data"):
+        for handler in logging.getLogger(name).handlers:
+            for old in [f for f in handler.filters if isinstance(f, _QuietUserErrors)]:
+                handler.removeFilter(old)
+            if quiet:
+                handler.addFilter(_QuietUserErrors())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="speech",
         description="Corpus-scale speech recognition and synthesis on Ray.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="on an error, also print its traceback (before the one-line message)")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
     _add_transcribe(commands)
     _add_embed(commands)
@@ -602,8 +675,9 @@ def _run_job(
     errors: tuple[type[Exception], ...] = (),
 ) -> int:
     """A job command: options from ``--config`` with the flags named by ``fields`` over them,
-    ``plan = check(options)``, then ``run(options, plan)`` in a Ray session; prints the
-    returned summary (a dataclass) as JSON.
+    ``plan = check(options)`` (entered when it is a context manager: a plan holding the
+    output's lease releases it however the command ends), then ``run(options, plan)`` in a
+    Ray session; prints the returned summary (a dataclass) as JSON.
 
     Bad options, inputs or output, and the job's own ``errors``, become a :class:`CliError`.
     """
@@ -615,9 +689,13 @@ def _run_job(
     overrides = {key: getattr(args, key) for key in fields}
     try:
         options = load_options(options_type, args.config, overrides)
-        plan = check(options) if check is not None else None  # before Ray starts: bad input fails in a second
-        with ray_session(options.address):
-            summary = run(options, plan)
+        with contextlib.ExitStack() as stack:
+            plan = check(options) if check is not None else None  # before Ray starts: bad input fails in a second
+            if isinstance(plan, contextlib.AbstractContextManager):
+                stack.enter_context(plan)  # e.g. the output's lease, released however the run ends
+            with ray_session(options.address):
+                _quiet_ray_user_errors(quiet=not args.verbose)
+                summary = run(options, plan)
     except (OptionsError, InputError, OutputError, *errors) as err:
         raise CliError(str(err)) from err
     print(json.dumps(summary.__dict__, indent=2))

@@ -4,12 +4,16 @@ One file per row and format, at ``DIR/<id>.<ext>``: SubRip (``srt``), WebVTT
 (``vtt``), plain text (``txt``) and a JSON close to OpenAI's ``verbose_json``
 (``json``). Cues come from the row's ``segments`` (sequence models); else from its
 ``words`` (CTC models), grouped into subtitle-sized cues; else one cue spans the
-whole text. Rows with an error, ids that would leave ``DIR`` and repeated ids are
-skipped and reported, never written.
+whole text. Rows with an error, ids that cannot name a file under ``DIR``
+(:func:`speech.files.file_name`: ``..``, absolute, control characters, too long), ids whose
+path the file system refuses as too long, and repeated ids are skipped and reported, never
+written. Any other failure to write (disk full, read-only, no permission) stops the export
+with :class:`ExportError`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import posixpath
@@ -21,6 +25,7 @@ import fsspec
 import srt
 
 from jobs.output import read_output
+from speech.files import UnsafeName, file_name
 from speech.schema import TRANSCRIPT_SCHEMA
 
 FORMATS = ("srt", "vtt", "txt", "json")
@@ -28,10 +33,10 @@ FORMATS = ("srt", "vtt", "txt", "json")
 #: Skip reasons, as counted in :class:`ExportSummary`.
 TRANSCRIPTION_ERROR = "transcription error"
 UNSAFE_ID = "id not usable as a path under DIR"
+NAME_TOO_LONG = "path too long for the file system"
 DUPLICATE_ID = "duplicate id"
 
 _READ_ROWS = 1024  # rows turned into Python objects at a time
-_MAX_NAME_BYTES = 255  # longest file name most file systems take
 
 
 class ExportError(ValueError):
@@ -101,23 +106,63 @@ def export(output: str, directory: str, formats: Sequence[str], limits: CueLimit
     if table.num_rows == 0:
         raise ExportError(f"no transcript rows under {output}; is it the output directory of `speech transcribe`?")
     fs, root = fsspec.core.url_to_fs(directory)
+    try:
+        if fs.isfile(root):
+            raise ExportError(f"cannot export to {directory}: it is a file; give a directory (existing or new)")
+        fs.makedirs(root, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot export to {directory}: {err.strerror or err}") from err
+    longest = max((f".{fmt}" for fmt in formats), key=len)
     summary = ExportSummary(rows=table.num_rows)
     seen: set[str] = set()
     for row in _rows(table):
-        reason = _skip_reason(row, seen)
+        reason = _skip_reason(row, seen, longest)
+        if reason is None:
+            seen.add(row["id"])
+            reason = _write_row(fs, root, row, formats, limits)
         if reason is not None:
             summary.skipped.setdefault(reason, []).append(row["id"])
             continue
-        seen.add(row["id"])
-        cues = row_cues(row, limits)
-        for fmt in formats:
-            path = posixpath.join(root, f"{row['id']}.{fmt}")
-            fs.makedirs(posixpath.dirname(path), exist_ok=True)
-            with fs.open(path, "w", encoding="utf-8") as f:
-                f.write(_RENDERERS[fmt](row, cues))
-            summary.files += 1
+        summary.files += len(formats)
         summary.exported_rows += 1
     return summary
+
+
+def _write_row(fs, root: str, row: dict, formats: Sequence[str], limits: CueLimits) -> str | None:
+    """Write one row's files; None, or the skip reason when the file system refuses the path as
+    too long (then no directory made for it is left behind). Other errors stop the export."""
+    cues = row_cues(row, limits)
+    parent = posixpath.dirname(posixpath.join(root, row["id"]))
+    made = _missing_parents(fs, parent, root)
+    path = parent
+    try:
+        fs.makedirs(parent, exist_ok=True)
+        for fmt in formats:
+            path = posixpath.join(root, f"{row['id']}.{fmt}")
+            with fs.open(path, "w", encoding="utf-8") as f:
+                f.write(_RENDERERS[fmt](row, cues))
+    except OSError as err:
+        if err.errno != errno.ENAMETOOLONG:
+            raise ExportError(f"cannot write {path}: {err.strerror or err}") from err
+        for directory in made:  # deepest first; only what this row created, and only if empty
+            if fs.exists(directory) and not fs.ls(directory):
+                fs.rmdir(directory)
+        return NAME_TOO_LONG
+    return None
+
+
+def _missing_parents(fs, directory: str, root: str) -> list[str]:
+    """The directories between ``root`` and ``directory`` (included) that do not exist yet, deepest first."""
+    missing = []
+    while directory != root and len(directory) > len(root):
+        try:
+            if fs.exists(directory):
+                break
+        except OSError:  # the name itself may be too long to look up
+            pass
+        missing.append(directory)
+        directory = posixpath.dirname(directory)
+    return missing
 
 
 def render(row: dict, fmt: str, limits: CueLimits = CueLimits()) -> str:
@@ -150,19 +195,6 @@ def row_cues(row: dict, limits: CueLimits = CueLimits()) -> list[Cue]:
     return sorted(cues, key=lambda c: (c.start, c.end))
 
 
-def is_safe_id(row_id: str) -> bool:
-    """Whether ``row_id`` can name a file inside the export directory.
-
-    Ids keep their ``/`` subdirectories; an id that is absolute, climbs out with ``..``,
-    has empty or ``.`` parts, backslashes or NUL, or a part too long for a file name is
-    refused rather than rewritten, since rewriting could make two rows share a file.
-    """
-    if not row_id or row_id.startswith("/") or "\\" in row_id or "\0" in row_id:
-        return False
-    parts = row_id.split("/")
-    return not any(p in ("", ".", "..") or len(p.encode("utf-8")) + len(".json") > _MAX_NAME_BYTES for p in parts)
-
-
 def _clip(start: float, end: float, duration: float | None) -> tuple[float, float]:
     """``start <= end`` inside ``[0, duration]``: sequence models may time past the audio's end."""
     end = max(0.0, end if duration is None else min(end, duration))
@@ -174,10 +206,12 @@ def _rows(table) -> Iterable[dict]:
         yield from batch.to_pylist()
 
 
-def _skip_reason(row: dict, seen: set[str]) -> str | None:
+def _skip_reason(row: dict, seen: set[str], suffix: str) -> str | None:
     if row.get("error") is not None:
         return TRANSCRIPTION_ERROR
-    if not is_safe_id(row["id"]):
+    try:
+        file_name(row["id"], suffix)
+    except UnsafeName:
         return UNSAFE_ID
     if row["id"] in seen:
         return DUPLICATE_ID

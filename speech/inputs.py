@@ -1,7 +1,8 @@
 """Turn what the user typed (directories, globs, URLs, manifests) into input rows.
 
 The result is a table with ``schema.INPUT_SCHEMA``: one row per audio file with a
-stable unique ``id``. Only paths and ids are listed here; no audio is read.
+stable unique ``id``, and each file's size and modification time as listed (what a resumed
+job compares to find inputs that changed). No audio is read here.
 """
 
 from __future__ import annotations
@@ -12,34 +13,41 @@ from typing import Sequence
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
 from speech.audio import AUDIO_EXTENSIONS
+from speech.files import READ_TIMEOUT_S, fingerprints
+from speech.records import TABLE_EXTENSIONS, InputError, read_records
 from speech.schema import INPUT_SCHEMA
 
-MANIFEST_EXTENSIONS = (".parquet", ".jsonl", ".json", ".csv")
+MANIFEST_EXTENSIONS = TABLE_EXTENSIONS
 _GLOB_CHARS = frozenset("*?[")
+#: Manifest columns and their types; anything else in a manifest is ignored.
+_MANIFEST_COLUMNS = {"id": pa.string(), "path": pa.string(), "text": pa.string(), "language": pa.string()}
+
+__all__ = ["InputError", "MANIFEST_EXTENSIONS", "read_manifest", "resolve_inputs"]
 
 
-class InputError(ValueError):
-    """The inputs cannot be resolved; the message names the input, row or field."""
+def resolve_inputs(inputs: Sequence[str], *, timeout_s: float | None = READ_TIMEOUT_S) -> pa.Table:
+    """Expand every input into rows and check that ids are unique across all of them.
 
-
-def resolve_inputs(inputs: Sequence[str]) -> pa.Table:
-    """Expand every input into rows and check that ids are unique across all of them."""
-    tables = [_resolve_one(item) for item in inputs]
+    ``timeout_s`` bounds each manifest read and each remote file's metadata lookup.
+    """
+    tables = [_resolve_one(item, timeout_s) for item in inputs]
     table = pa.concat_tables(tables) if tables else INPUT_SCHEMA.empty_table()
     if table.num_rows == 0:
         raise InputError(f"no audio files found in {', '.join(inputs)}")
     _check_unique_ids(table)
-    return table
+    sizes, mtimes = zip(*fingerprints(table["path"].to_pylist(), timeout_s))
+    return (
+        table.set_column(table.schema.get_field_index("input_size"), "input_size", pa.array(sizes, pa.int64()))
+        .set_column(table.schema.get_field_index("input_mtime"), "input_mtime",
+                    pa.array(mtimes, INPUT_SCHEMA.field("input_mtime").type))
+    )
 
 
-def _resolve_one(item: str) -> pa.Table:
+def _resolve_one(item: str, timeout_s: float | None) -> pa.Table:
     if item.lower().endswith(MANIFEST_EXTENSIONS):
-        return read_manifest(item)
+        return read_manifest(item, timeout_s=timeout_s)
     fs, root = fsspec.core.url_to_fs(item)
     if _GLOB_CHARS & set(root):
         paths = sorted(fs.glob(root))
@@ -55,51 +63,38 @@ def _resolve_one(item: str) -> pa.Table:
     paths = [p for p in paths if posixpath.splitext(p)[1].lower() in AUDIO_EXTENSIONS]
     ids = [posixpath.relpath(p, base) if base else p for p in paths]
     urls = [_unstrip(fs, p) for p in paths]
-    return pa.table(
-        {"id": ids, "path": urls, "reference": [None] * len(ids), "language": [None] * len(ids)},
-        schema=INPUT_SCHEMA,
-    )
+    return _input_table(ids, urls, [None] * len(ids), [None] * len(ids))
 
 
-def read_manifest(path: str, *, required: Sequence[str] = ("path",)) -> pa.Table:
-    """Read a Parquet, JSONL or CSV manifest with a ``path`` column (and the ``required`` ones).
+def read_manifest(path: str, *, required: Sequence[str] = ("path",),
+                  timeout_s: float | None = READ_TIMEOUT_S) -> pa.Table:
+    """Read a Parquet, JSONL or CSV manifest with a ``path`` column (and the ``required`` ones),
+    every value as text.
 
     Optional columns: ``id`` (defaults to ``path`` as written), ``text`` (reference transcript),
     ``language``. Relative paths are taken relative to the manifest's directory.
     """
+    table = read_records(path, _MANIFEST_COLUMNS, required=list(dict.fromkeys(("path", *required))), kind="manifest",
+                         timeout_s=timeout_s)
     fs, fs_path = fsspec.core.url_to_fs(path)
-    if not fs.exists(fs_path):
-        raise InputError(f"manifest not found: {path}")
-    try:
-        with fs.open(fs_path, "rb") as f:
-            if path.lower().endswith(".parquet"):
-                table = pq.read_table(f)
-            elif path.lower().endswith(".csv"):
-                table = pa_csv.read_csv(f)
-            else:
-                table = pa_json.read_json(f)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InputError(f"cannot read manifest {path}: {err}") from err
-    for column in dict.fromkeys(("path", *required)):
-        if column not in table.column_names:
-            raise InputError(f"manifest {path} has no '{column}' column (columns: {', '.join(table.column_names)})")
-
     raw_paths = table["path"].to_pylist()
     paths = [_manifest_path(path, fs, fs_path, value, row) for row, value in enumerate(raw_paths)]
     # Without an id column, the path as written in the manifest is the id.
-    ids = _string_column(table, "id", path) or raw_paths
+    ids = table["id"].to_pylist() if "id" in table.column_names else raw_paths
     missing = [row for row, value in enumerate(ids) if value is None or value == ""]
     if missing:
         raise InputError(f"manifest {path}: row {missing[0]}: field 'id' is empty")
-    return pa.table(
-        {
-            "id": ids,
-            "path": paths,
-            "reference": _string_column(table, "text", path) or [None] * len(paths),
-            "language": _string_column(table, "language", path) or [None] * len(paths),
-        },
-        schema=INPUT_SCHEMA,
-    )
+    nothing = [None] * len(paths)
+    reference = table["text"].to_pylist() if "text" in table.column_names else nothing
+    language = table["language"].to_pylist() if "language" in table.column_names else nothing
+    return _input_table(ids, paths, reference, language)
+
+
+def _input_table(ids: list, paths: list, reference: list, language: list) -> pa.Table:
+    """Rows of ``INPUT_SCHEMA``; sizes and times are filled in once all inputs are listed."""
+    unknown = [None] * len(ids)
+    return pa.table({"id": ids, "path": paths, "reference": reference, "language": language,
+                     "input_size": unknown, "input_mtime": unknown}, schema=INPUT_SCHEMA)
 
 
 def _manifest_path(manifest: str, fs, fs_path: str, value, row: int) -> str:
@@ -108,18 +103,6 @@ def _manifest_path(manifest: str, fs, fs_path: str, value, row: int) -> str:
     if "://" in value or posixpath.isabs(value):
         return value
     return _unstrip(fs, posixpath.join(posixpath.dirname(fs_path), value))
-
-
-def _string_column(table: pa.Table, name: str, manifest: str) -> list[str | None] | None:
-    if name not in table.column_names:
-        return None
-    column = table[name]
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        try:
-            column = pc.cast(column, pa.string())
-        except pa.ArrowInvalid as err:
-            raise InputError(f"manifest {manifest}: field '{name}' must be text, got {column.type}") from err
-    return column.to_pylist()
 
 
 def _check_unique_ids(table: pa.Table) -> None:

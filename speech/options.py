@@ -13,6 +13,8 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from speech.files import READ_TIMEOUT_S
+
 Dtype = Literal["float32", "float16", "bfloat16"]
 
 #: Default batch budget (seconds of padded audio per model call) by backend: (CPU, GPU).
@@ -61,7 +63,7 @@ class Faults(_Options):
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
     "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
-    "prepare_window", "object_store_mb", "faults",
+    "prepare_window", "object_store_mb", "faults", "read_timeout_s",
 }
 
 
@@ -104,9 +106,13 @@ class AudioJobOptions(_Options):
     chunk_length_s: float = Field(30.0, gt=0)
     stride_length_s: float | None = Field(None, ge=0)  # None: chunk_length_s / 6 each side
 
-    # Longer files get an error row instead of a result (None: no limit). A guard
-    # against absurd inputs; without it, long files are chunked and streamed through.
+    # Longer files get an error row instead of a result (None: no limit), from the header
+    # where it gives the length, else as soon as decoding passes it. A guard against absurd
+    # inputs; without it, long files are chunked and streamed through.
     max_duration_s: float | None = Field(None, gt=0)
+    # Reading one file (or a manifest, or a remote file's metadata) that takes longer gives
+    # that row an error instead of hanging the job (None: wait forever).
+    read_timeout_s: float | None = Field(READ_TIMEOUT_S, gt=0)
 
     faults: Faults | None = None  # test hook only; see speech.testing.faults
 
@@ -272,6 +278,8 @@ class SynthesizeOptions(_Options):
     # CPU front end stage (normalize, validate, split, G2P / tokenize).
     front_end_actors: int = Field(1, ge=1)
     cpus_per_front_end: float = Field(0.25, gt=0)
+
+    read_timeout_s: float | None = Field(READ_TIMEOUT_S, gt=0)  # reading the input text; None: no bound
 
     # Round-trip quality gate: transcribe the audio and score it against the text.
     verify_with: str | None = None  # ASR checkpoint (see speech transcribe --model)

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+
+#: When a file was last modified: nanoseconds since the epoch, UTC.
+MTIME_TYPE = pa.timestamp("ns", tz="UTC")
 
 INPUT_SCHEMA = pa.schema(
     [
@@ -22,6 +26,10 @@ INPUT_SCHEMA = pa.schema(
         pa.field("path", pa.string(), nullable=False),  # local path or fsspec URL
         pa.field("reference", pa.string()),  # reference transcript, if the manifest has one
         pa.field("language", pa.string()),  # language code, if known
+        # What identifies the file's content when the inputs were listed (null: unknown, e.g.
+        # missing); a resumed job redoes a row whose input no longer matches.
+        pa.field("input_size", pa.int64()),  # bytes
+        pa.field("input_mtime", MTIME_TYPE),
     ]
 )
 
@@ -48,6 +56,8 @@ TRANSCRIPT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("path", pa.string(), nullable=False),
+        pa.field("input_size", pa.int64()),  # the input's size in bytes when it was listed
+        pa.field("input_mtime", MTIME_TYPE),  # and its modification time (see INPUT_SCHEMA)
         pa.field("duration_s", pa.float64()),  # decoded audio length, seconds
         pa.field("text", pa.string()),
         pa.field("confidence", pa.float32()),  # mean posterior of emitted tokens, [0, 1]
@@ -91,6 +101,8 @@ class TranscriptRow:
 
     id: str
     path: str
+    input_size: int | None = None
+    input_mtime: datetime | None = None  # UTC
     duration_s: float | None = None
     text: str | None = None
     confidence: float | None = None
@@ -137,6 +149,8 @@ def embedding_schema(hidden_size: int, *, pooling: str, all_layers: bool) -> pa.
         [
             pa.field("id", pa.string(), nullable=False),
             pa.field("path", pa.string(), nullable=False),
+            pa.field("input_size", pa.int64()),  # the input's size and modification time when listed
+            pa.field("input_mtime", MTIME_TYPE),  # (see INPUT_SCHEMA): a resume redoes changed inputs
             pa.field("duration_s", pa.float64()),  # decoded audio length, seconds
             pa.field("model", pa.string()),  # model id or path as given by the user
             pa.field("layer", pa.int32()),  # hidden-state index; null: every layer, in embedding's outer list
@@ -154,6 +168,8 @@ class EmbeddingRow:
 
     id: str
     path: str
+    input_size: int | None = None
+    input_mtime: datetime | None = None
     duration_s: float | None = None
     model: str | None = None
     layer: int | None = None

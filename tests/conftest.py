@@ -11,11 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,3 +195,44 @@ def job_texts(inputs: list[str], model: Path, output: Path, **options) -> dict[s
     rows = pa.concat_tables([recognize(unit) for unit in prepare(table)]).to_pylist()
     assert all(r["error"] is None for r in rows), [r["error"] for r in rows]
     return {r["path"]: r["text"] for r in rows}
+
+
+@pytest.fixture
+def stalled_url():
+    """``http://127.0.0.1:PORT/stalled.wav``: a server that accepts every connection and never
+    answers, until the test ends (then it closes them, so abandoned reads finish)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except (TimeoutError, OSError):
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/stalled.wav"
+    stop.set()
+    thread.join()
+    for connection in held:
+        connection.close()
+    server.close()
+
+
+def silent_flac(seconds: int, *, with_length: bool = True) -> bytes:
+    """``seconds`` (a multiple of 600) of silence as a 1 kHz FLAC: three hours fit in 35 KB, a
+    decompression bomb. ``with_length=False`` zeroes STREAMINFO's sample count, as a streaming
+    encoder leaves it, so the header gives no length."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", 1000, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(seconds // 600):
+            f.write(np.zeros(600 * 1000, np.int16))
+    data = bytearray(buffer.getvalue())
+    assert data[:4] == b"fLaC"
+    if not with_length:  # the low 36 bits of STREAMINFO's bytes 10-17 are the sample count
+        data[18:26] = (int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    return bytes(data)

@@ -1,8 +1,14 @@
+import os
+import threading
+import time
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from speech.audio import AudioDecodeError, decode, probe
+from conftest import silent_flac
+from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 
 RATE = 16000
 
@@ -88,3 +94,73 @@ def test_nan_samples_are_rejected(tmp_path):
 def test_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         probe(str(tmp_path / "nope.wav"))
+
+
+# --- bounded decoding, and files that are not audio files --------------------------------
+
+
+def _peak_bytes(call) -> tuple[BaseException | None, int]:
+    """Run ``call()`` under tracemalloc: (what it raised, peak bytes allocated meanwhile)."""
+    tracemalloc.start()
+    try:
+        call()
+        raised = None
+    except Exception as err:  # noqa: BLE001 - returned to the test to check
+        raised = err
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return raised, peak
+
+
+def test_decoding_stops_at_max_seconds_before_allocating_the_audio():
+    """Three hours of silence in 35 KB: refused from the header with nothing allocated, and
+    block by block (never more than the bound) when the header gives no length."""
+    bomb = silent_flac(3 * 3600)
+    assert len(bomb) < 100_000 and probe(bomb).duration_s == 3 * 3600
+    full_decode = 3 * 3600 * RATE * 4  # float32 at the model rate: 691 MB
+    raised, peak = _peak_bytes(lambda: decode(bomb, RATE, max_seconds=7200))
+    assert isinstance(raised, AudioTooLong) and "10800.0 s long, over max_duration_s (7200 s)" in str(raised)
+    assert peak < 1_000_000, peak  # nothing decoded
+
+    streamed = silent_flac(3 * 3600, with_length=False)
+    assert probe(streamed).duration_s is None
+    raised, peak = _peak_bytes(lambda: decode(streamed, RATE, max_seconds=60))
+    assert isinstance(raised, AudioTooLong) and "longer than max_duration_s (60 s)" in str(raised)
+    bound = 60 * 1000 * 4  # 60 s of float32 at the file's 1 kHz
+    assert peak < 4 * bound + 2_000_000 < full_decode / 100, peak
+    # Within the bound, a stream without a length decodes whole.
+    short = silent_flac(600, with_length=False)
+    assert len(decode(short, 1000, max_seconds=700)) == 600 * 1000
+
+
+def _finishes(call, seconds: float = 20):
+    """``call()`` in a thread; its result or exception, or a test failure if it does not return in time."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as err:  # noqa: BLE001 - returned to the test to check
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    return outcome.get("error", outcome.get("value"))
+
+
+def test_fifos_devices_and_stalled_reads_are_errors_not_hangs(tmp_path, stalled_url):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)  # no writer: an ordinary open() would block forever
+    for read in (probe, lambda p: decode(p, RATE)):
+        error = _finishes(lambda: read(str(fifo)))
+        assert isinstance(error, AudioDecodeError) and str(error) == "not a regular file: FIFO"
+        error = _finishes(lambda: read("/dev/zero"))  # endless zeros, not an empty file
+        assert isinstance(error, AudioDecodeError) and str(error) == "not a regular file: character device"
+    started = time.monotonic()
+    error = _finishes(lambda: probe(stalled_url, timeout_s=1))
+    assert isinstance(error, AudioDecodeError) and "took longer than read_timeout_s (1 s)" in str(error)
+    error = _finishes(lambda: decode(stalled_url, RATE, timeout_s=1))
+    assert isinstance(error, AudioDecodeError) and "took longer than read_timeout_s (1 s)" in str(error)
+    assert time.monotonic() - started < 10

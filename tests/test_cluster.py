@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.transcribe import SUMMARY_FILE, read_output
+from jobs.output import SUMMARY_FILE
+from jobs.transcribe import read_output
 
 pytestmark = pytest.mark.cluster
 

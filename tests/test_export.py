@@ -18,7 +18,7 @@ import srt
 import webvtt
 
 from speech.cli import main
-from speech.export import DUPLICATE_ID, TRANSCRIPTION_ERROR, UNSAFE_ID, CueLimits, ExportError, export
+from speech.export import DUPLICATE_ID, NAME_TOO_LONG, TRANSCRIPTION_ERROR, UNSAFE_ID, CueLimits, ExportError, export
 from speech.schema import Segment, TranscriptRow, Word, transcripts_table
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -64,7 +64,7 @@ SILENT_ROW = TranscriptRow(id="silence", path="silence.wav", duration_s=3.0, tex
 FAILED_ROW = TranscriptRow(id="broken", path="broken.wav", error="cannot decode audio: not a sound file")
 EVIL_ROWS = [
     TranscriptRow(id=bad, path="x.wav", duration_s=1.0, text="pwned")
-    for bad in ("../../evil", "/abs/evil", "a/../../evil", "a//b", "a\\..\\evil", "x" * 300)
+    for bad in ("../../evil", "/abs/evil", "a/../../evil", "a//b", "a\\..\\evil", "x" * 300, "new\nline")
 ]
 GOOD_IDS = ["en/001", "ko/deep/nested/002", "zh/003", "silence"]
 
@@ -104,7 +104,7 @@ def _assert_well_timed(cues: list[tuple[float, float, str]], duration: float) ->
 def test_writes_every_format_for_every_good_row(result_dir, tmp_path):
     target = tmp_path / "subs"
     summary = export(str(result_dir), str(target), ["srt", "vtt", "txt", "json"])
-    assert summary.rows == 11
+    assert summary.rows == 12
     assert summary.exported_rows == 4
     assert summary.files == 16
     assert summary.skipped == {TRANSCRIPTION_ERROR: ["broken"], UNSAFE_ID: [r.id for r in EVIL_ROWS]}
@@ -191,9 +191,9 @@ def test_command_line_reports_written_and_skipped(result_dir, tmp_path, capsys):
     assert main(["export", str(result_dir), "--format", "srt,vtt", "-o", str(tmp_path / "subs")]) == 0
     printed = capsys.readouterr().out
     assert "wrote 8 files (4 rows x srt, vtt)" in printed
-    assert "skipped 7 of 11 rows" in printed
+    assert "skipped 8 of 12 rows" in printed
     assert f"1 with {TRANSCRIPTION_ERROR}: 'broken'" in printed
-    assert f"6 with {UNSAFE_ID}: '../../evil'" in printed
+    assert f"7 with {UNSAFE_ID}: '../../evil'" in printed
 
 
 def test_command_line_refuses_bad_requests(tmp_path, capsys):
@@ -204,6 +204,33 @@ def test_command_line_refuses_bad_requests(tmp_path, capsys):
     assert "unknown format 'srt,docx'" in capsys.readouterr().err
     with pytest.raises(ExportError, match="unknown format"):
         export(str(tmp_path), str(tmp_path / "subs"), ["ass"])
+
+
+def test_write_failures_skip_the_row_or_stop_in_one_line(tmp_path, capsys):
+    """A path the file system finds too long skips its row (and leaves no directory behind);
+    a file as DIR, or a full disk (a real ENOSPC from /dev/full), stop with exit 2 and one line."""
+    out = tmp_path / "out"
+    out.mkdir()
+    long_ids = ["z" * 240, "deep/" + "y" * 240]  # each part fits a file name; the whole path will not
+    rows = [TranscriptRow(id=i, path="x.wav", duration_s=1.0, text="hi") for i in ["ok", *long_ids, "ok2"]]
+    pq.write_table(transcripts_table(rows), out / "part-0.parquet")
+    deep = tmp_path.joinpath(*["d" * 200] * ((3900 - len(str(tmp_path))) // 201))  # ~3.9 KB of PATH_MAX's 4096
+    deep.mkdir(parents=True)
+    summary = export(str(out), str(deep), ["srt", "txt"])
+    assert summary.skipped == {NAME_TOO_LONG: long_ids}
+    assert summary.exported_rows == 2 and sorted(p.name for p in deep.iterdir()) == ["ok.srt", "ok.txt", "ok2.srt", "ok2.txt"]
+
+    taken = tmp_path / "taken.txt"
+    taken.write_text("a file")
+    assert main(["export", str(out), "--format", "txt", "-o", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"speech: error: cannot export to {taken}: it is a file; give a directory (existing or new)\n"
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "ok.txt").symlink_to("/dev/full")  # every write to it fails with ENOSPC, as on a full disk
+    assert main(["export", str(out), "--format", "txt", "-o", str(full)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"speech: error: cannot write {full}/ok.txt: No space left on device\n"
 
 
 def test_exports_a_real_transcription_run(checkpoints, ray_local, tmp_path, capsys):

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -78,3 +79,50 @@ def test_duplicate_ids_fail_before_the_job(tmp_path):
 def test_id_defaults_to_path(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"path": "a.wav"}\n')
     assert resolve_inputs([str(tmp_path / "m.jsonl")])["id"].to_pylist() == ["a.wav"]
+
+
+def test_manifest_and_corpus_values_are_read_as_written(tmp_path):
+    """No type or missing-value guessing: 001, 010, 1e2 and 1 are four ids; 0042, NA, null and
+    N/A are text; JSON numbers become their JSON text; empty CSV cells are empty strings."""
+    (tmp_path / "m.csv").write_text("id,path,text\n001,a.wav,0042\n010,b.wav,NA\n1e2,c.wav,null\n1,d.wav,N/A\n2,e.wav,\n")
+    table = resolve_inputs([str(tmp_path / "m.csv")])
+    assert table["id"].to_pylist() == ["001", "010", "1e2", "1", "2"]
+    assert table["reference"].to_pylist() == ["0042", "NA", "null", "N/A", ""]
+    (tmp_path / "m.jsonl").write_text('{"id": 1, "path": "a.wav"}\n{"id": "001", "path": "b.wav"}\n'
+                                      '{"id": 1e2, "path": "c.wav", "text": "NA"}\n')
+    table = resolve_inputs([str(tmp_path / "m.jsonl")])
+    assert table["id"].to_pylist() == ["1", "001", "1e2"]
+    assert table["reference"].to_pylist() == [None, None, "NA"]
+    (tmp_path / "empty-id.csv").write_text("id,path\n001,a.wav\n,b.wav\n")
+    with pytest.raises(InputError, match="row 1: field 'id' is empty"):
+        resolve_inputs([str(tmp_path / "empty-id.csv")])
+
+    from speech.text.corpus import read_corpus
+
+    (tmp_path / "corpus.csv").write_text("id,text,seed\n001,0042,\n1,NA,7\n1e2,null,\n")
+    corpus = read_corpus(str(tmp_path / "corpus.csv"))
+    assert corpus["id"].to_pylist() == ["001", "1", "1e2"]
+    assert corpus["text"].to_pylist() == ["0042", "NA", "null"]
+    assert corpus["seed"].to_pylist() == [None, 7, None]
+
+
+def test_listing_records_each_files_size_and_time(corpus):
+    table = resolve_inputs([str(corpus)])
+    for row in table.to_pylist():
+        stat = (corpus / row["id"]).stat()
+        assert row["input_size"] == stat.st_size == 1
+        assert row["input_mtime"].timestamp() == pytest.approx(stat.st_mtime, abs=1e-6)
+
+
+def test_a_manifest_that_is_not_a_regular_file_is_refused(tmp_path):
+    (tmp_path / "m.jsonl").symlink_to("/dev/urandom")  # an endless manifest
+    with pytest.raises(InputError, match="not a regular file: character device"):
+        resolve_inputs([str(tmp_path / "m.jsonl")])
+    os.mkfifo(tmp_path / "fifo.csv")  # no writer: opening it plainly would block forever
+    with pytest.raises(InputError, match="not a regular file: FIFO"):
+        resolve_inputs([str(tmp_path / "fifo.csv")])
+
+    from speech.text.corpus import read_corpus
+
+    with pytest.raises(InputError, match="not a regular file: character device"):
+        read_corpus("/dev/urandom")

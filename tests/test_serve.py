@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +28,11 @@ import srt
 import webvtt
 import yaml
 
-from conftest import FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY as API_KEY, job_texts, serve_test_config, speech_serve
+from conftest import (FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY as API_KEY, job_texts, serve_test_config, silent_flac,
+                      speech_serve)
 
 MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
+BODY_TIMEOUT_S = 5  # a request body must arrive within this (test_slow_body_...)
 BATCH_WAIT_S = 0.15  # long enough on a loaded 2-core machine for concurrent requests to meet
 CONCURRENT = 32
 SPEECH_TEXT = "Hello there. This is a test of the speech server. It has three sentences."
@@ -55,8 +58,8 @@ def server(ray_local, models, tmp_path_factory):
     """``speech serve`` running the test config; yields ``(base_url, config path)``."""
     work = tmp_path_factory.mktemp("serve")
     config_path = work / "serve.yaml"
-    args = {"max_upload_mb": MAX_UPLOAD_MB, "max_models_per_replica": 2, "asr_options": ASR_OPTIONS,
-            "tts_options": TTS_OPTIONS}
+    args = {"max_upload_mb": MAX_UPLOAD_MB, "max_models_per_replica": 2, "body_timeout_s": BODY_TIMEOUT_S,
+            "asr_options": ASR_OPTIONS, "tts_options": TTS_OPTIONS}
     serve_test_config(config_path, args, batch_wait_s=BATCH_WAIT_S)
     flags = ["--asr-model", str(models["ctc-xlsr"]), "--asr-model", str(models["ctc-base"]),
              "--asr-model", str(models["whisper"]), "--tts-model", str(models["tts-vits"])]
@@ -164,6 +167,59 @@ def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
     print(f"\n[serve] bad model refused in {time.perf_counter() - started:.1f} s")
 
 
+def test_speech_serve_refuses_an_unset_api_key_variable_before_starting_ray(tmp_path, models, monkeypatch, capsys):
+    from serve import app
+    from serve.app import ConfigError, ServeArgs, build_app
+    from speech.cli import main
+
+    config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
+    config["applications"][0]["args"]["api_key_env"] = "SPEECH_TEST_KEY_NOBODY_SET"
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.delenv("SPEECH_TEST_KEY_NOBODY_SET", raising=False)
+    started = []
+    monkeypatch.setattr(app, "run", started.append)  # what would start Ray and deploy
+    assert main(["serve", "--config", str(tmp_path / "serve.yaml"), "--asr-model", str(models["ctc-xlsr"])]) == 2
+    assert started == []
+    assert capsys.readouterr().err == (
+        "speech: error: api_key_env names 'SPEECH_TEST_KEY_NOBODY_SET', which is not set (or empty); "
+        "set it to the API key, or set api_key_env to null to serve without a key\n")
+    # Set in the app's runtime_env, it is found (the replicas get it from there).
+    config["applications"][0]["runtime_env"] = {"env_vars": {"SPEECH_TEST_KEY_NOBODY_SET": "k"}}
+    (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
+    assert main(["serve", "--config", str(tmp_path / "serve.yaml"), "--asr-model", str(models["ctc-xlsr"])]) == 0
+    assert len(started) == 1
+    # Serve's own build step (`serve run`/`serve deploy` of the same file) refuses it too.
+    with pytest.raises(ConfigError, match="SPEECH_TEST_KEY_NOBODY_SET"):
+        build_app(ServeArgs(asr_models=[str(models["ctc-xlsr"])], api_key_env="SPEECH_TEST_KEY_NOBODY_SET"))
+
+
+def test_decoded_audio_held_by_a_replica_is_bounded_and_the_rest_waits():
+    import asyncio
+
+    from serve.replica import HoldLimit
+
+    async def scenario() -> list[str]:
+        limit, events = HoldLimit(10.0), []
+
+        async def request(name: str, seconds: float, real: float) -> None:
+            async with limit.hold(seconds) as held:
+                events.append(f"{name} in, holding {limit.held:g}")
+                await held.resize(real)  # decoded: the real length replaces the header's
+                await asyncio.sleep(0.05)
+            events.append(f"{name} out")
+
+        first = asyncio.create_task(request("a", 8, 6))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, request("b", 4, 4), request("huge", 50, 50))
+        assert limit.held == 0
+        return events
+
+    events = asyncio.run(scenario())
+    # b (4) fits beside a only because a's real length (6) replaced its header's (8); huge, over
+    # the whole limit, waits until nothing else is held and then runs alone.
+    assert events == ["a in, holding 8", "b in, holding 10", "a out", "b out", "huge in, holding 50", "huge out"]
+
+
 def test_batch_budget_counts_requests_and_work():
     from serve.asr import AsrBatching
     from serve.replica import Budget, Item, batch_slots
@@ -182,6 +238,8 @@ def test_health_models_and_api_key(server, client):
     listed = {m.id: m for m in client.models.list().data}
     assert set(listed) == {"ctc-xlsr", "ctc-base", "whisper", "tts-vits"}
     assert listed["whisper"].model_dump()["kind"] == "transcription"
+    raw = httpx.get(f"{base_url}/v1/models", headers={"authorization": f"Bearer {API_KEY}"}).text
+    assert str(FIXTURES_DIR) not in raw and "source" not in raw  # served names only, never server paths
     for headers in ({}, {"authorization": "Bearer wrong"}):
         response = httpx.get(f"{base_url}/v1/models", headers=headers)
         assert response.status_code == 401
@@ -348,7 +406,13 @@ def _chunked_upload(size: int):
     yield f"\r\n--{boundary}--\r\n".encode()
 
 
+def _nested_json(depth: int) -> bytes:
+    return b'{"input": ' + b"[" * depth + b"]" * depth + b"}"
+
+
 AUDIO = SAMPLE_FILES[0].read_bytes()
+THREE_HOURS = silent_flac(3 * 3600)
+THREE_HOURS_NO_LENGTH = silent_flac(3 * 3600, with_length=False)
 TRANSCRIBE = "/v1/audio/transcriptions"
 SPEECH = "/v1/audio/speech"
 OVER = int(MAX_UPLOAD_MB * 1024 * 1024) + 1
@@ -381,21 +445,95 @@ BAD_REQUESTS = {
     "speech: aac": (SPEECH, {"json": {"input": "Hello.", "response_format": "aac"}}, 400, "response_format"),
     "speech: unknown model": (SPEECH, {"json": {"input": "Hello.", "model": "ctc-xlsr"}}, 404, "model"),
     "unknown route": ("/v1/audio/lyrics", {"json": {}}, 404, None),
+    # Decompression bombs: refused from the header, or as soon as decoding passes max_duration_s.
+    "three hours of silence": (TRANSCRIBE, _multipart({}, ("bomb.flac", THREE_HOURS)), 400, "file"),
+    "three hours, no length in the header": (TRANSCRIBE, _multipart({}, ("bomb.flac", THREE_HOURS_NO_LENGTH)), 400, "file"),
+    # Malformed multipart bodies (Starlette's own parse errors).
+    "two files": (TRANSCRIBE, {"files": [("file", ("a.flac", AUDIO)), ("file", ("b.flac", AUDIO))]}, 400, None),
+    "33 fields": (TRANSCRIBE, _multipart({f"f{i}": "x" for i in range(33)}, ("a.flac", AUDIO)), 400, None),
+    "no boundary": (TRANSCRIBE, {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}}, 400, None),
+    "body not starting with the boundary": (
+        TRANSCRIBE, {"content": b"garbage\r\n--b0undary--\r\n",
+                     "headers": {"content-type": "multipart/form-data; boundary=b0undary"}}, 400, None),
+    "oversize (100 MB chunked)": (TRANSCRIBE, {"content": None, "headers": {
+        "content-type": "multipart/form-data; boundary=b0undary"}}, 413, None),
+    "speech: deeply nested JSON": (SPEECH, {"content": _nested_json(100_000), "headers": {"content-type": "application/json"}},
+                                   400, None),
+    "speech: huge JSON": (SPEECH, {"json": {"input": "a" * (2 * 1024 * 1024)}}, 413, None),
+}
+BAD_REQUEST_CODES = {
+    "three hours of silence": "audio_too_long", "three hours, no length in the header": "audio_too_long",
+    "two files": "invalid_multipart", "33 fields": "invalid_multipart", "no boundary": "invalid_multipart",
+    "body not starting with the boundary": "invalid_multipart", "speech: deeply nested JSON": "invalid_json",
 }
 
 
+@pytest.fixture(scope="module")
+def log_marks(server) -> dict[Path, int]:
+    """Every Ray log file of the session (the Serve replicas' included) and its size now."""
+    from ray._private.worker import global_worker
+
+    logs = Path(global_worker.node.get_logs_dir_path())
+    return {path: path.stat().st_size for path in logs.rglob("*") if path.is_file()}
+
+
 @pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_request_gets_its_status_and_the_server_keeps_serving(http, client, case):
+def test_bad_request_gets_its_status_and_the_server_keeps_serving(http, client, log_marks, case):
     path, request, status, param = BAD_REQUESTS[case]
     if case == "oversize (chunked)":
         request = {**request, "content": _chunked_upload(OVER + 200_000)}  # a fresh generator
+    if case == "oversize (100 MB chunked)":
+        request = {**request, "content": _chunked_upload(100 * 1024 * 1024)}
     response = http.post(path, **request)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["message"] and error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["code"] == BAD_REQUEST_CODES.get(case, error["code"]), error
+    if case == "oversize (100 MB chunked)":
+        # Refused as the limit was passed: what was read is the limit plus the last message the
+        # proxy handed over (uvicorn buffers a few hundred KB between reads), not 100 MB.
+        received = int(error["message"].split(" bytes")[0].rsplit(" ", 1)[1])
+        print(f"\n[serve] 100 MB chunked upload refused after reading {received} bytes")
+        assert received < OVER + 4 * 1024 * 1024, error["message"]
+        assert response.headers["connection"] == "close"
     # A good request afterwards still succeeds.
     good = client.audio.transcriptions.create(model="ctc-xlsr", file=(SAMPLE_FILES[0].name, AUDIO))
     assert good.text
+
+
+def test_slow_body_gets_408_and_the_connection_is_closed(server):
+    """A client that declares a body and never sends it holds a connection BODY_TIMEOUT_S, not forever."""
+    host, port = server[0].removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(
+            f"POST {TRANSCRIBE} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {API_KEY}\r\n"
+            "Content-Type: multipart/form-data; boundary=b0undary\r\nContent-Length: 100000\r\n\r\n--b0undary\r\n".encode()
+        )
+        started = time.monotonic()
+        answer = b""
+        while chunk := connection.recv(65536):  # until the server closes the connection
+            answer += chunk
+        waited = time.monotonic() - started
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert b"connection: close" in rest.lower() and b'"code":"request_timeout"' in rest
+    assert BODY_TIMEOUT_S <= waited < BODY_TIMEOUT_S + 30
+
+
+def test_client_mistakes_left_no_traceback_in_the_logs(log_marks, http):
+    """Every bad request above was answered as the client's mistake: no replica logged a traceback."""
+    assert http.get("/health").status_code == 200
+    from ray._private.worker import global_worker
+
+    logs = Path(global_worker.node.get_logs_dir_path())
+    tracebacks = []
+    for path in logs.rglob("*"):
+        if path.is_file() and path.stat().st_size > log_marks.get(path, 0):
+            with path.open("rb") as f:
+                f.seek(log_marks.get(path, 0))
+                if b"Traceback (most recent call last)" in f.read():
+                    tracebacks.append(path.name)
+    assert tracebacks == []
 
 
 # --- tuning without a redeploy (runs last: it changes the app's batching) ---------------------

@@ -236,6 +236,8 @@ _BAD = {
     "voice": ("hello", "unknown voice 'nobody'"),
     "../../escape": ("hello", "cannot be used as a file name"),
     "/abs/path": ("hello", "cannot be used as a file name"),
+    "new\nline": ("hello", "cannot be used as a file name"),
+    "/".join(["p" * 200] * 21): ("hello", "cannot be used as a file name"),  # 4,220 characters
 }
 
 
@@ -281,6 +283,8 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
     # Files only under OUTPUT/audio, named by id (rejected audio is kept for inspection).
     written = sorted(str(p.relative_to(out / "audio")) for p in (out / "audio").rglob("*.flac"))
     assert written == sorted(f"{i}.flac" for i in _GOOD)
+    # Refused ids made no directory (a 4,220-character id once left 20 empty ones).
+    assert [str(p.relative_to(out / "audio")) for p in (out / "audio").rglob("*") if p.is_dir()] == ["en"]
     assert not list(tmp_path.rglob("escape*")) and not list(tmp_path.rglob("path.flac"))
 
     summary_file = json.loads((out / "_summary.json").read_text())
@@ -370,9 +374,11 @@ def test_audio_names_stay_inside_the_output():
     from jobs.synthesize import audio_name
 
     assert audio_name("en/001", "flac") == "en/001.flac"
-    for bad in ("", "../x", "a/../../b", "/etc/passwd", "a//b", "c:\\x", "a/./b", "x\n"):
-        with pytest.raises(TextError):
+    for bad in ("", "../x", "a/../../b", "/etc/passwd", "a//b", "c:\\x", "a/./b", "x\n", "a\tb", "a\x7fb",
+                "x" * 252, "/".join(["p" * 200] * 21)):
+        with pytest.raises(TextError, match="cannot be used as a file name"):
             audio_name(bad, "wav")
+    assert audio_name("x" * 251, "wav") == "x" * 251 + ".wav"  # 255 bytes: the longest file name
 
 
 # --- a real corpus: numbers, dates, currencies, abbreviations, mixed scripts ----------------

@@ -193,7 +193,8 @@ def test_large_corpus_path_and_object_store_cap_change_no_row(ray_local, checkpo
     ) == 16 * 120 * 16_000 * 4 * 16
     want = _run(tmp_path / "driver-sorted", inputs, model, batch_seconds=2, torch_threads=1).sort_index()
     monkeypatch.setattr(transcribe, "_DRIVER_PROBE_ROWS", 0)
-    todo = transcribe.check(capped).todo
+    with transcribe.check(capped) as plan:  # the plan holds the output's lease until released
+        todo = plan.todo
     assert transcribe._pipeline(capped, "ctc", todo).context.execution_options.resource_limits.object_store_memory == 2**20
     transcribe.run(capped)
     got = transcribe.read_output(capped.output).to_pandas().set_index("id").sort_index()

@@ -8,14 +8,11 @@ itself (empty or unsayable rows are the front end's business and get an error th
 
 from __future__ import annotations
 
-import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pa_csv
-import pyarrow.json as pa_json
-import pyarrow.parquet as pq
 
-from speech.inputs import InputError
+from speech.files import READ_TIMEOUT_S
+from speech.records import TABLE_EXTENSIONS, InputError, read_input, read_records
 
 CORPUS_SCHEMA = pa.schema(
     [
@@ -28,45 +25,34 @@ CORPUS_SCHEMA = pa.schema(
     ]
 )
 
-_STRUCTURED = (".jsonl", ".json", ".csv", ".parquet")
+#: Columns read from a structured corpus ("speaker" is another name for "voice").
+_COLUMNS = {"id": pa.string(), "text": pa.string(), "voice": pa.string(), "speaker": pa.string(),
+            "language": pa.string(), "seed": pa.int64(), "speed": pa.float64()}
 
 
-def read_corpus(path: str) -> pa.Table:
-    """All rows of the corpus at ``path``, in file order.
+def read_corpus(path: str, *, timeout_s: float | None = READ_TIMEOUT_S) -> pa.Table:
+    """All rows of the corpus at ``path``, in file order, every value as written (see
+    :mod:`speech.records`: ids such as ``001`` stay text).
 
     Without an ``id`` column, ids are the 1-based row numbers, zero-padded to equal width
     (``00001``...), so they sort in file order and make stable file names.
 
     Raises:
-        InputError: the file is missing or unreadable, has no ``text`` column, a column has
-            the wrong type, or ids are empty or repeated.
+        InputError: the file is missing, not a regular file, unreadable or read for longer than
+            ``timeout_s``; has no ``text`` column, a column has the wrong type, or ids are empty
+            or repeated.
     """
-    fs, fs_path = fsspec.core.url_to_fs(path)
-    if not fs.exists(fs_path):
-        raise InputError(f"input not found: {path}")
-    try:
-        with fs.open(fs_path, "rb") as f:
-            table = _read(path.lower(), f)
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read input {path}: {err}") from err
-    if "text" not in table.column_names:
-        raise InputError(f"input {path} has no 'text' column (columns: {', '.join(table.column_names)})")
+    if path.lower().endswith(TABLE_EXTENSIONS):
+        table = read_records(path, _COLUMNS, required=["text"], kind="input", timeout_s=timeout_s)
+    else:
+        table = _read_lines(path, timeout_s)
     n = table.num_rows
     width = len(str(n))
-    ids = _column(table, "id", path, pa.string())
-    if ids is None:
-        ids = pa.array([str(i + 1).zfill(width) for i in range(n)], pa.string())
-    voice = _column(table, "voice", path, pa.string())
-    if voice is None:
-        voice = _column(table, "speaker", path, pa.string())
-    columns = {
-        "id": ids,
-        "text": _column(table, "text", path, pa.string()),
-        "voice": voice,
-        "language": _column(table, "language", path, pa.string()),
-        "seed": _column(table, "seed", path, pa.int64()),
-        "speed": _column(table, "speed", path, pa.float64()),
-    }
+    columns = {name: table[name] if name in table.column_names else None for name in CORPUS_SCHEMA.names}
+    if columns["id"] is None:
+        columns["id"] = pa.array([str(i + 1).zfill(width) for i in range(n)], pa.string())
+    if columns["voice"] is None and "speaker" in table.column_names:
+        columns["voice"] = table["speaker"]
     columns = {name: (pa.nulls(n, CORPUS_SCHEMA.field(name).type) if col is None else col) for name, col in columns.items()}
     for name in ("voice", "language"):  # CSV gives "" for a missing value: it means "default"
         column = columns[name]
@@ -75,31 +61,14 @@ def read_corpus(path: str) -> pa.Table:
     return pa.table(columns, schema=CORPUS_SCHEMA)
 
 
-def _read(lower_path: str, f) -> pa.Table:
-    if lower_path.endswith(".parquet"):
-        return pq.read_table(f)
-    if lower_path.endswith(".csv"):
-        return pa_csv.read_csv(f)
-    if lower_path.endswith((".jsonl", ".json")):
-        return pa_json.read_json(f)
-    # Plain text: every line is a row, blank ones included (they become "empty text" errors);
-    # only the final newline ends the file rather than starting an empty row.
-    lines = f.read().decode("utf-8").splitlines()
-    return pa.table({"text": pa.array(lines, pa.string())})
-
-
-def _column(table: pa.Table, name: str, path: str, kind: pa.DataType) -> pa.ChunkedArray | None:
-    if name not in table.column_names:
-        return None
-    column = table[name]
-    if column.type == kind:
-        return column
-    if kind == pa.string() and not (pa.types.is_integer(column.type) or pa.types.is_string(column.type) or pa.types.is_null(column.type)):
-        raise InputError(f"input {path}: column '{name}' must be text, got {column.type}")
+def _read_lines(path: str, timeout_s: float | None) -> pa.Table:
+    """Plain text: every line is a row, blank ones included (they become "empty text" errors);
+    only the final newline ends the file rather than starting an empty row."""
     try:
-        return pc.cast(column, kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-        raise InputError(f"input {path}: column '{name}' must be {kind}, got {column.type}: {err}") from err
+        lines = read_input(path, kind="input", timeout_s=timeout_s).decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise InputError(f"cannot read input {path}: {err}") from err
+    return pa.table({"text": pa.array(lines, pa.string())})
 
 
 def _check_ids(ids: list[str | None], path: str) -> None:
