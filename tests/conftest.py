@@ -28,6 +28,15 @@ def checkpoints() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def real_whisper() -> dict[str, Path]:
+    """``{"whisper-base-ct2": dir, "whisper-base": dir}``: the real Whisper base from the
+    ``real`` extra, joined and converted once (see speech.testing.real_whisper)."""
+    from speech.testing.real_whisper import build_real_whisper
+
+    return build_real_whisper(FIXTURES_DIR)
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A local Ray for the whole session (starting one takes seconds)."""
     import ray
