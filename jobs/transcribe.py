@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,7 @@ import ray
 from jobs import output as output_files
 from jobs.output import SUMMARY_FILE, Output, OutputError, count_rows, open_output, write_summary
 
-from speech.asr import Window, detect_backend, load_front_end, load_recognizer
+from speech.asr import ModelKind, Window, detect_model, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, decode, probe
 from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
@@ -138,7 +137,7 @@ class RecognizeUnits:
     def __init__(self, options: TranscribeOptions):
         import torch
 
-        torch.set_num_threads(options.torch_threads or max(1, math.ceil(options.cpus_per_actor)))
+        torch.set_num_threads(options.threads)
         device = "cuda" if options.gpus_per_actor > 0 else "cpu"
         self.options = options
         self.recognizer = load_recognizer(options.model, options, device)
@@ -178,6 +177,7 @@ class RecognizeUnits:
             language=item.language or self.options.language,
             model=self.options.model,
             backend=self.recognizer.backend,
+            engine=self.recognizer.engine,
             error=item.error,
         )
         if isinstance(result, str):
@@ -190,6 +190,7 @@ class RecognizeUnits:
             row.language = result.language or row.language
             row.language_probability = result.language_probability
             row.computed_s = result.computed_samples / self.sample_rate
+            row.thresholds_failed = result.thresholds_failed
         return row
 
 
@@ -207,7 +208,8 @@ class Summary:
     rtfx: float  # audio_seconds / wall_seconds
     padding_efficiency: float  # audio_seconds / computed_seconds
     model: str
-    backend: str
+    backend: str  # model family: "ctc" or "whisper"
+    engine: str  # runtime: "transformers" or "ctranslate2"
     output: str
 
 
@@ -215,7 +217,7 @@ class Summary:
 class Plan:
     """What the job will do, checked before Ray starts."""
 
-    backend: str
+    kind: ModelKind  # backend and engine
     inputs: pa.Table  # speech.schema.INPUT_SCHEMA, every input of the job
     output: Output  # with the ids earlier runs already wrote
 
@@ -233,10 +235,10 @@ def check(options: TranscribeOptions) -> Plan:
 
     Raises ModelError, InputError or OutputError with a one-line reason.
     """
-    backend = detect_backend(options.model, options)  # the model, and options it cannot honour
+    kind = detect_model(options.model, options)  # the model, and options it cannot honour
     inputs = resolve_inputs(options.inputs)
-    job = {"job": "transcribe", "backend": backend, **options.result_options()}
-    return Plan(backend, inputs, open_output(options.output, job=job, overwrite=options.overwrite))
+    job = {"job": "transcribe", "backend": kind.backend, "engine": kind.engine, **options.result_options()}
+    return Plan(kind, inputs, open_output(options.output, job=job, overwrite=options.overwrite))
 
 
 def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
@@ -246,11 +248,11 @@ def run(options: TranscribeOptions, plan: Plan | None = None) -> Summary:
     todo = plan.todo
     log.info(
         "transcribing %d inputs with %s (%s); %d already done",
-        todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
+        todo.num_rows, options.model, plan.kind.backend, plan.inputs.num_rows - todo.num_rows,
     )
     if todo.num_rows:
-        _pipeline(options, plan.backend, todo).write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
-    return summarize(options, plan.backend, time.perf_counter() - started)
+        _pipeline(options, plan.kind.backend, todo).write_parquet(options.output, schema=TRANSCRIPT_SCHEMA)
+    return summarize(options, plan.kind, time.perf_counter() - started)
 
 
 def _sorted_inputs(options: TranscribeOptions, todo: pa.Table) -> ray.data.Dataset:
@@ -305,7 +307,7 @@ def _pipeline(options: TranscribeOptions, backend: str, todo: pa.Table) -> ray.d
     return dataset
 
 
-def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> Summary:
+def summarize(options: TranscribeOptions, kind: ModelKind, wall_seconds: float) -> Summary:
     """Read the whole output back (all runs) and write ``_summary.json`` beside it."""
     counts = count_rows(options.output, TRANSCRIPT_SCHEMA, ["duration_s", "computed_s"])
     audio, computed = counts.sums["duration_s"], counts.sums["computed_s"]
@@ -322,7 +324,8 @@ def summarize(options: TranscribeOptions, backend: str, wall_seconds: float) -> 
         rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
         padding_efficiency=round(audio / computed, 4) if computed > 0 else 0.0,
         model=options.model,
-        backend=backend,
+        backend=kind.backend,
+        engine=kind.engine,
         output=options.output,
     )
     return write_summary(options.output, summary)

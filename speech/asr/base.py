@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from speech.options import DecodingOptions
 from speech.schema import Segment, Word
 
 
@@ -47,6 +48,9 @@ class Transcript:
     language: str | None = None
     language_probability: float | None = None
     computed_samples: int = 0  # samples the network ran on, incl. padding and overlap
+    # Sequence models: a window still failed the decoding thresholds after the last
+    # temperature (its best attempt is in the text); None for models without thresholds.
+    thresholds_failed: bool | None = None
 
 
 class FrontEnd(Protocol):
@@ -67,14 +71,18 @@ class FrontEnd(Protocol):
 class Recognizer(Protocol):
     """Network half: windows -> transcripts."""
 
-    backend: str  # short name recorded in every output row
+    backend: str  # model family recorded in every output row: "ctc" or "whisper"
+    engine: str  # runtime recorded in every output row: "transformers" or "ctranslate2"
+    sample_rate: int  # Hz of the windows' audio
 
     def transcribe(
-        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None
+        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None,
+        options: Sequence[DecodingOptions] | None = None,
     ) -> list[Transcript]:
         """One transcript per utterance, in order; batching is the recognizer's business.
 
         ``languages``: per utterance, a known language code (e.g. from a manifest) or None;
-        models that decode per language use it, the others ignore it.
+        models that decode per language use it, the others ignore it. ``options``: per
+        utterance, how to decode it (sequence models; None: the recognizer's own options).
         """
         ...

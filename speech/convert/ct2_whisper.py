@@ -311,6 +311,9 @@ def generation_config(tok: WhisperTokenizer, config: WhisperConfig, settings: di
         max_initial_timestamp_index=50,  # the first timestamp at most 1 s in, as openai-whisper
         alignment_heads=[list(h) for h in heads],
         return_timestamps=False,
+        # Without a task, generate() after language detection would prompt with no task token
+        # (the hub's configs say the same with the older forced_decoder_ids [[1, None], [2, transcribe]]).
+        task="transcribe",
     )
     # Without this, save_pretrained treats the config as derived from the model config and
     # drops the Whisper-only keys; generate(language=...) then fails on reload.

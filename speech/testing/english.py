@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,19 +80,26 @@ def join(clips: list[np.ndarray], pause_s: float = 0.4) -> np.ndarray:
     return np.concatenate(pieces).astype(np.float32)
 
 
-def write_corpus(out: str | Path, count: int, *, per_file: int = 1, voice: str = VOICE) -> Path:
-    """Write ``count`` FLAC files of ``per_file`` consecutive sentences each (cycling through
-    :data:`SENTENCES`) and ``manifest.jsonl`` (``id``, ``path``, ``text``, ``language``); returns
-    the manifest. 16 kHz mono 16-bit, like the committed samples.
+def write_corpus(out: str | Path, count: int, *, per_file: int | Sequence[int] = 1, voice: str = VOICE) -> Path:
+    """Write ``count`` FLAC files of consecutive sentences (cycling through :data:`SENTENCES`)
+    and ``manifest.jsonl`` (``id``, ``path``, ``text``, ``language``, ``duration_s``,
+    ``sample_rate``); returns the manifest. 16 kHz mono 16-bit, like the committed samples.
+
+    ``per_file``: sentences per file, or a sequence of counts used in turn (varied lengths).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    counts = [per_file] if isinstance(per_file, int) else list(per_file)
+    rows, next_sentence = [], 0
     for n in range(count):
-        texts = [SENTENCES[(n * per_file + k) % len(SENTENCES)] for k in range(per_file)]
+        size = counts[n % len(counts)]
+        texts = [SENTENCES[(next_sentence + k) % len(SENTENCES)] for k in range(size)]
+        next_sentence += size
         name = f"{n:04d}.flac"
-        sf.write(out / name, join([speak(t, voice) for t in texts]), SAMPLE_RATE, subtype="PCM_16")
-        rows.append({"id": f"{n:04d}", "path": name, "text": " ".join(texts), "language": "en"})
+        audio = join([speak(t, voice) for t in texts])
+        sf.write(out / name, audio, SAMPLE_RATE, subtype="PCM_16")
+        rows.append({"id": f"{n:04d}", "path": name, "text": " ".join(texts), "language": "en",
+                     "duration_s": len(audio) / SAMPLE_RATE, "sample_rate": SAMPLE_RATE})
     manifest = out / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return manifest

@@ -42,7 +42,7 @@ MODEL_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9
 CT2_NAME = "whisper-base-ct2"
 HF_NAME = "whisper-base"
 #: Bump when what the builders write changes, so cached copies are rebuilt.
-VERSION = "1"
+VERSION = "2"
 
 
 class RealModelError(RuntimeError):
