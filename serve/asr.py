@@ -24,7 +24,7 @@ from ray import serve
 from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, model_deployment
 from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, detect_backend, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, decode
-from speech.options import TranscribeOptions
+from speech.options import DecodingOptions, TranscribeOptions
 from speech.schema import TranscriptRow
 
 DEPLOYMENT = "Transcriber"
@@ -33,9 +33,12 @@ Task = Literal["transcribe", "translate"]
 #: TranscribeOptions fields a server may set (``asr_options``): those that decide what a model
 #: computes. Inputs, outputs and actor pools are the job's; replicas come from the Serve config.
 SERVING_OPTIONS = frozenset(
-    {"dtype", "batch_seconds", "strict_padding", "chunk_length_s", "stride_length_s", "language",
-     "timestamps", "vad", "max_new_tokens", "max_duration_s", "torch_threads"}
+    {"dtype", "compute_type", "batch_seconds", "strict_padding", "chunk_length_s", "stride_length_s", "language",
+     "timestamps", "vad", "max_new_tokens", "max_duration_s", "torch_threads", *DecodingOptions.model_fields}
 )
+
+#: openai-whisper's step between fallback temperatures (``--temperature_increment_on_fallback``).
+TEMPERATURE_STEP = 0.2
 
 
 class AsrBatching(Batching):
@@ -55,6 +58,8 @@ class AsrRequest:
     audio: bytes  # the file as uploaded (any format speech.audio.decode reads)
     filename: str  # as uploaded; recorded as the transcript's path
     language: str | None = None  # language code given by the client, if any
+    temperature: float = 0.0  # OpenAI's field: see request_decoding
+    prompt: str | None = None  # OpenAI's field: the initial prompt of this file
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,24 @@ class AsrResult:
 def model_key(name: str, task: Task) -> str:
     """The multiplexed model id of served model ``name`` doing ``task``."""
     return name if task == "transcribe" else f"{name}#translate"
+
+
+def request_decoding(served: DecodingOptions, temperature: float, prompt: str | None) -> DecodingOptions:
+    """The decoding options of one request: the server's, with OpenAI's two fields applied.
+
+    ``temperature`` 0 (the API's default) keeps the server's schedule, which starts greedy and
+    falls back hotter ("the model will use log probability to automatically increase the
+    temperature", in OpenAI's words); above 0, sampling starts there and falls back in steps
+    of :data:`TEMPERATURE_STEP` up to 1, as openai-whisper does. ``prompt`` becomes the
+    ``initial_prompt``. No model is reloaded: options travel with the request.
+    """
+    update: dict[str, Any] = {}
+    if temperature > 0:
+        steps = int(round((1.0 - temperature) / TEMPERATURE_STEP + 1e-9))
+        update["temperature"] = tuple(round(temperature + k * TEMPERATURE_STEP, 6) for k in range(steps + 1))
+    if prompt:
+        update["initial_prompt"] = prompt
+    return DecodingOptions.model_validate({**served.decoding().model_dump(), **update}) if update else served.decoding()
 
 
 def transcribe_options(source: str, overrides: dict[str, Any], *, task: Task = "transcribe", gpus: float = 0.0) -> TranscribeOptions:
@@ -102,8 +125,9 @@ class _Model:
             return Rejected("file", f"audio is {seconds:.1f} s long, over this model's limit of {limit:g} s", "audio_too_long")
         return self.front_end.windows(samples), seconds
 
-    def transcribe(self, payloads: list[tuple[list[Window], str | None]]) -> list[Transcript]:
-        return self.recognizer.transcribe([windows for windows, _ in payloads], [lang for _, lang in payloads])
+    def transcribe(self, payloads: list[tuple[list[Window], str | None, DecodingOptions]]) -> list[Transcript]:
+        windows, languages, options = zip(*payloads)
+        return self.recognizer.transcribe(list(windows), list(languages), list(options))
 
 
 @model_deployment(DEPLOYMENT, AsrBatching)
@@ -147,7 +171,8 @@ class Transcriber:
         if isinstance(prepared, Rejected):
             return prepared
         windows, seconds = prepared
-        result = await self._recognize(Item((windows, request.language), seconds, self._replica.budget))
+        decoding = request_decoding(model.options, request.temperature, request.prompt)
+        result = await self._recognize(Item((windows, request.language, decoding), seconds, self._replica.budget))
         if isinstance(result, Exception):
             raise result
         transcript, batch_size = result
@@ -164,7 +189,9 @@ class Transcriber:
             language_probability=transcript.language_probability,
             model=model.options.model,
             backend=model.recognizer.backend,
+            engine=model.recognizer.engine,
             computed_s=transcript.computed_samples / model.front_end.sample_rate,
+            thresholds_failed=transcript.thresholds_failed,
         )
         return AsrResult(row, batch_size)
 
@@ -188,4 +215,7 @@ class Transcriber:
         return self._replica.describe()
 
 
-__all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "Transcriber", "model_key", "transcribe_options"]
+__all__ = [
+    "AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "Transcriber", "model_key", "request_decoding",
+    "transcribe_options",
+]

@@ -6,6 +6,12 @@ import contextlib
 import io
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,3 +64,64 @@ def run_bench(out: Path, *args: str) -> tuple[dict, str]:
     with contextlib.redirect_stdout(printed):
         assert main(["bench", *args, "--json", str(path), "--cache", str(FIXTURES_DIR), "--work", str(out / "work")]) == 0
     return json.loads(path.read_text()), printed.getvalue()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Compared runs use one thread: near-tied random logits can flip between thread counts."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def speech_serve(ray_local, config: Path, flags: list[str], log: Path, timeout_s: float = 300) -> Iterator[str]:
+    """``speech serve --config CONFIG FLAGS`` on a free loopback port, on the session's Ray, as a
+    user starts it; yields its base URL once the app is RUNNING. Stopped with Ctrl-C (Ray's
+    ``serve run`` then shuts Serve down), then killed if it lingers."""
+    from ray import serve
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config), "--port", str(port), *flags]
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_running(process, base_url, log, timeout_s)
+        yield base_url
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        serve.shutdown()
+
+
+def _wait_until_running(process: subprocess.Popen, base_url: str, log: Path, timeout_s: float) -> None:
+    import httpx
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"speech serve exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            healthy = httpx.get(f"{base_url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        status = serve.status().applications.get("speech") if healthy else None
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            pytest.fail(f"the app failed to deploy: {status.message}")
+        time.sleep(1)
+    pytest.fail(f"the app was not running after {timeout_s:.0f} s:\n{log.read_text()[-4000:]}")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +27,7 @@ import srt
 import webvtt
 import yaml
 
-from conftest import FIXTURES_DIR, REPO, SAMPLES
+from conftest import FIXTURES_DIR, REPO, SAMPLES, speech_serve
 
 API_KEY = "test-key-123"
 KEY_ENV = "SPEECH_TEST_API_KEY"
@@ -37,19 +35,12 @@ MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversiz
 BATCH_WAIT_S = 0.15  # long enough on a loaded 2-core machine for concurrent requests to meet
 CONCURRENT = 32
 SPEECH_TEXT = "Hello there. This is a test of the speech server. It has three sentences."
-STARTUP_TIMEOUT_S = 300
 ASR_OPTIONS = {"max_new_tokens": 8}  # a random-weight Whisper babbles until its token limit: keep it short
 TTS_OPTIONS = {"max_piece_chars": 40}  # several sentence pieces per answer, to stream and to batch
 SAMPLE_FILES = sorted(SAMPLES.glob("*/*.flac"))
 
 
 # --- the server ----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _test_config(path: Path) -> dict:
@@ -83,56 +74,15 @@ def models(checkpoints) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(ray_local, models, tmp_path_factory):
     """``speech serve`` running the test config; yields ``(base_url, config path)``."""
-    from ray import serve
-
     work = tmp_path_factory.mktemp("serve")
     config_path = work / "serve.yaml"
     _test_config(config_path)
-    port = _free_port()
-    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path), "--port", str(port),
-               "--asr-model", str(models["ctc-xlsr"]), "--asr-model", str(models["ctc-base"]),
-               "--asr-model", str(models["whisper"]), "--tts-model", str(models["tts-vits"])]
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    log_path = work / "speech-serve.log"
+    flags = ["--asr-model", str(models["ctc-xlsr"]), "--asr-model", str(models["ctc-base"]),
+             "--asr-model", str(models["whisper"]), "--tts-model", str(models["tts-vits"])]
     started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                   start_new_session=True)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_running(process, base_url, log_path)
+    with speech_serve(ray_local, config_path, flags, work / "speech-serve.log") as base_url:
         print(f"\n[serve] app up in {time.perf_counter() - started:.1f} s")
         yield base_url, config_path
-    finally:
-        # Ctrl-C, as a user stops it: Ray's `serve run` then shuts Serve down.
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        serve.shutdown()
-
-
-def _wait_until_running(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
-    from ray import serve
-
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"speech serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            healthy = httpx.get(f"{base_url}/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            healthy = False
-        status = serve.status().applications.get("speech") if healthy else None
-        if status is not None and status.status == "RUNNING":
-            return
-        if status is not None and status.status == "DEPLOY_FAILED":
-            pytest.fail(f"the app failed to deploy: {status.message}")
-        time.sleep(1)
-    pytest.fail(f"the app was not running after {STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -434,7 +384,10 @@ BAD_REQUESTS = {
     "speech model for transcription": (TRANSCRIBE, _multipart({"model": "tts-vits"}, ("a.flac", AUDIO)), 404, "model"),
     "bad response_format": (TRANSCRIBE, _multipart({"response_format": "docx"}, ("a.flac", AUDIO)), 400, "response_format"),
     "bad temperature": (TRANSCRIBE, _multipart({"temperature": "hot"}, ("a.flac", AUDIO)), 400, "temperature"),
-    "nonzero temperature": (TRANSCRIBE, _multipart({"temperature": "0.5"}, ("a.flac", AUDIO)), 400, "temperature"),
+    "temperature for a CTC model": (TRANSCRIBE, _multipart({"temperature": "0.5"}, ("a.flac", AUDIO)), 400, "temperature"),
+    "prompt for a CTC model": (TRANSCRIBE, _multipart({"prompt": "Stella"}, ("a.flac", AUDIO)), 400, "prompt"),
+    "temperature above 1": (TRANSCRIBE, _multipart({"model": "whisper", "temperature": "1.5"}, ("a.flac", AUDIO)), 400,
+                            "temperature"),
     "unknown field": (TRANSCRIBE, _multipart({"colour": "blue"}, ("a.flac", AUDIO)), 400, "colour"),
     "granularity without verbose_json": (
         TRANSCRIBE, _multipart({"timestamp_granularities[]": "word"}, ("a.flac", AUDIO)), 400, "timestamp_granularities"),
