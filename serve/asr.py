@@ -15,6 +15,7 @@ Models are multiplexed: the model id of a request is a served model's name, with
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,7 +85,7 @@ def request_decoding(served: DecodingOptions, temperature: float, prompt: str | 
     """
     update: dict[str, Any] = {}
     if temperature > 0:
-        steps = int(round((1.0 - temperature) / TEMPERATURE_STEP + 1e-9))
+        steps = math.floor((1.0 - temperature) / TEMPERATURE_STEP + 1e-6)  # as numpy.arange(t, 1 + 1e-6, step)
         update["temperature"] = tuple(round(temperature + k * TEMPERATURE_STEP, 6) for k in range(steps + 1))
     if prompt:
         update["initial_prompt"] = prompt

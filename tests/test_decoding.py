@@ -205,3 +205,14 @@ def test_beam_search_runs_in_both_engines(tiny, tiny_ct2, clip):
     assert all(0 <= w.confidence <= 1 for w in ours.words) and ours.words
     ct2 = Ct2WhisperRecognizer(tiny_ct2, language="en", max_new_tokens=12, timestamps="word", decoding=beams)
     assert ct2.transcribe([front_end.windows(clip)])[0].words
+
+
+def test_openai_fields_map_onto_the_servers_options():
+    from serve.asr import request_decoding
+
+    served = DecodingOptions(beam_size=2, hotwords="Stella")
+    assert request_decoding(served, 0.0, None) == served  # OpenAI's default keeps the server's schedule
+    hot = request_decoding(served, 0.3, "Names: Stella.")
+    assert hot.temperature == (0.3, 0.5, 0.7, 0.9)  # openai-whisper's steps of 0.2 up to 1
+    assert (hot.initial_prompt, hot.beam_size, hot.hotwords) == ("Names: Stella.", 2, "Stella")
+    assert request_decoding(served, 1.0, "").temperature == (1.0,)

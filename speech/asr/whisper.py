@@ -228,7 +228,9 @@ class WhisperRecognizer(WhisperBase):
         beam = temperature == 0 and options.beam_size > 1
         rows = [r.row for r in requests for _ in range(samples)]
         prompt = len(self._prompt(requests[0]))
-        kwargs = {"language": [requests[i // samples].language for i in range(len(rows))], "task": self.task} if self.tokens.multilingual else {}
+        kwargs = {}
+        if self.tokens.multilingual:
+            kwargs.update(language=[requests[i // samples].language for i in range(len(rows))], task=self.task)
         if requests[0].context:
             kwargs["prompt_ids"] = torch.tensor(requests[0].context, device=self.device)
         if temperature > 0:

@@ -191,10 +191,11 @@ class WhisperBase(ABC):
             unknown = [row for row, (u, k) in enumerate(batch) if language[u] is None and k == 0]
             for row, (code, p) in zip(unknown, self._detect(encoded, unknown) if unknown else []):
                 language[batch[row][0]], probability[batch[row][0]] = code, p
-            requests = [
-                decoding.Request(row, language[u], self._context(per_file[u], previous[u] if k == 0 or per_file[u].condition_on_previous_text else [], encode), per_file[u])
-                for row, (u, k) in enumerate(batch)
-            ]
+            requests = []
+            for row, (u, k) in enumerate(batch):
+                # A file's first window gets its initial prompt; later ones its text only when conditioning.
+                prior = previous[u] if k == 0 or per_file[u].condition_on_previous_text else []
+                requests.append(decoding.Request(row, language[u], self._context(per_file[u], prior, encode), per_file[u]))
             results = decoding.decode_with_fallback(
                 requests, lambda group, t: self._decode(encoded, group, t, windows), self._text
             )

@@ -57,7 +57,9 @@ def read_special_tokens(model: str) -> SpecialTokens:
     except FileNotFoundError as err:
         raise ValueError(f"model {model!r}: {Path(err.filename).name} is missing beside model.bin") from None
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"model {model!r}: config.json or tokenizer.json is not a Whisper one ({type(err).__name__}: {err})") from err
+        raise ValueError(
+            f"model {model!r}: config.json or tokenizer.json is not a Whisper one ({type(err).__name__}: {err})"
+        ) from err
 
 
 def check_model(model: str, *, language: str | None, task: Task, compute_type: str | None, device: str) -> None:
@@ -76,7 +78,10 @@ def check_model(model: str, *, language: str | None, task: Task, compute_type: s
 
         supported = sorted(ctranslate2.get_supported_compute_types(device))
         if compute_type not in supported:
-            raise ValueError(f"compute_type {compute_type!r} is not supported by CTranslate2 on {device} here; supported: {', '.join(supported)}")
+            raise ValueError(
+                f"compute_type {compute_type!r} is not supported by CTranslate2 on {device} here; "
+                f"supported: {', '.join(supported)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -163,7 +168,9 @@ class Ct2WhisperRecognizer(WhisperBase):
             return self._beam_attempts(encoded, requests, results, windows)
         attempts = []
         for result in results:
-            candidates = [self._attempt(tokens, steps, result.no_speech_prob) for tokens, steps in zip(result.sequences_ids, result.logits)]
+            candidates = [
+                self._attempt(tokens, steps, result.no_speech_prob) for tokens, steps in zip(result.sequences_ids, result.logits)
+            ]
             attempts.append(max(candidates, key=lambda a: a.avg_logprob))  # best_of: the likeliest
         return attempts
 
@@ -175,7 +182,8 @@ class Ct2WhisperRecognizer(WhisperBase):
         for result in results:
             tokens = np.asarray(result.sequences_ids[0], np.int64)
             total = result.scores[0] * max(1, len(tokens))  # length_penalty 1: score = sum / length
-            attempts.append(Attempt(tokens, np.zeros(len(tokens), np.float32), total / (len(tokens) + 1), float(result.no_speech_prob)))
+            unscored = np.zeros(len(tokens), np.float32)
+            attempts.append(Attempt(tokens, unscored, total / (len(tokens) + 1), float(result.no_speech_prob)))
         scored = []
         for attempt, (positions, alignment) in zip(attempts, self._alignments(encoded, requests, attempts, windows)):
             logprobs = attempt.logprobs.copy()
