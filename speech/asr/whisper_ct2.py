@@ -6,7 +6,7 @@ tokens, languages and alignment heads, ``tokenizer.json``) is run with
 (:class:`~speech.asr.whisper_base.WhisperBase`): the same front end and features, batches of
 windows of many files, language detection with its probability, translate, segment and word
 timestamps, and the same decoding options. Weights run at ``compute_type`` (``int8`` on a CPU
-is about twice as fast as float32 for whisper-base; see docs/benchmarks.md).
+ran whisper-base 1.3x as fast as float32; see docs/whisper.md).
 
 CTranslate2 reports each step's logits (``return_logits_vocab``), from which each chosen
 token's log-probability is taken, as the transformers engine records it; word times come from
