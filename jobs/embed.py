@@ -18,7 +18,7 @@ from jobs.output import count_rows, write_summary
 from jobs.task import Task
 from jobs.transcribe import Plan, RecognizeUnits
 
-from speech.asr import ModelError
+from speech.asr import ModelError, ModelKind
 from speech.asr.embed import Embedder, inspect_model, load_embed_front_end
 from speech.options import EmbedOptions
 from speech.schema import EmbeddingRow, embedding_schema, embeddings_table
@@ -88,13 +88,13 @@ class Summary:
     output: str
 
 
-def _detect(options: EmbedOptions) -> str:
+def _detect(options: EmbedOptions) -> ModelKind:
     model = inspect_model(options.model)
     try:
         model.resolve_layer(options.layer)
     except ValueError as err:
         raise ModelError(f"model {options.model!r}: {err}") from err
-    return Embedder.backend
+    return ModelKind(Embedder.backend, "transformers")
 
 
 def _schema(options: EmbedOptions) -> pa.Schema:
@@ -102,7 +102,7 @@ def _schema(options: EmbedOptions) -> pa.Schema:
     return embedding_schema(hidden, pooling=options.pooling, all_layers=options.layer == "all")
 
 
-def summarize(options: EmbedOptions, backend: str, wall_seconds: float, *, changed: int = 0,
+def summarize(options: EmbedOptions, kind: ModelKind, wall_seconds: float, *, changed: int = 0,
               removed: int = 0) -> Summary:
     """Read the whole output back (all runs) and write ``_summary.json`` beside it; ``changed``
     and ``removed`` are this run's counts of redone and dropped rows."""

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from speech.asr import ModelKind
 from speech.asr.base import FrontEnd
 from speech.options import AudioJobOptions
 
@@ -20,9 +21,9 @@ from speech.options import AudioJobOptions
 @dataclass(frozen=True)
 class Task:
     name: str  # recorded in OUTPUT/_job.json, so a resume refuses another task's output
-    # The model's backend name (a DEFAULT_BATCH_SECONDS key), from configs alone, before Ray
-    # starts; raises speech.asr.ModelError for a model or options the task cannot use.
-    detect: Callable[[AudioJobOptions], str]
+    # The model's backend (a DEFAULT_BATCH_SECONDS key) and engine, from configs alone, before
+    # Ray starts; raises speech.asr.ModelError for a model or options the task cannot use.
+    detect: Callable[[AudioJobOptions], ModelKind]
     # (model, options) -> the CPU front end of the prepare actors (pickled to them by Ray).
     front_end: Callable[[str, AudioJobOptions], FrontEnd]
     # Ray Data callable class taking (options): packed units -> a table of output rows
@@ -30,6 +31,6 @@ class Task:
     model_stage: type
     # Of the output rows; it has the columns a resume compares (id, path, input_size, input_mtime).
     schema: Callable[[AudioJobOptions], pa.Schema]
-    # (options, backend, wall seconds, changed=, removed=) -> the run's summary dataclass, also
+    # (options, ModelKind, wall seconds, changed=, removed=) -> the run's summary dataclass, also
     # written to OUTPUT; changed and removed: the rows this run redid and dropped.
     summarize: Callable[..., Any]

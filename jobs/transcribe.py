@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +36,7 @@ import ray
 from jobs import output as output_files
 from jobs.output import Output, count_rows, open_output, write_summary
 from jobs.task import Task
-from speech.asr import FrontEnd, Window, detect_backend, load_front_end, load_recognizer
+from speech.asr import FrontEnd, ModelKind, Window, detect_model, load_front_end, load_recognizer
 from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
@@ -149,7 +148,7 @@ class RecognizeUnits:
     def __init__(self, options: TranscribeOptions):
         import torch
 
-        torch.set_num_threads(options.torch_threads or max(1, math.ceil(options.cpus_per_actor)))
+        torch.set_num_threads(options.threads)
         device = "cuda" if options.gpus_per_actor > 0 else "cpu"
         self.options = options
         self.recognizer = self._load(options, device)
@@ -212,6 +211,7 @@ class RecognizeUnits:
             row.language = result.language or row.language
             row.language_probability = result.language_probability
             row.computed_s = result.computed_samples / self.sample_rate
+            row.thresholds_failed = result.thresholds_failed
         return row
 
 
@@ -231,7 +231,8 @@ class Summary:
     rtfx: float  # audio_seconds / wall_seconds
     padding_efficiency: float  # audio_seconds / computed_seconds
     model: str
-    backend: str
+    backend: str  # model family: "ctc" or "whisper"
+    engine: str  # runtime: "transformers" or "ctranslate2"
     output: str
 
 
@@ -240,7 +241,7 @@ class Plan:
     """What the job will do, checked before Ray starts. Holds the output's lease: use it as a
     context manager (``run`` does) so the lease is released however the run ends."""
 
-    backend: str
+    kind: ModelKind  # backend and engine
     inputs: pa.Table  # speech.schema.INPUT_SCHEMA, every input of the job
     output: Output  # with the rows earlier runs already wrote
     changed: tuple[str, ...] = ()  # ids whose rows are redone: their input changed since
@@ -268,14 +269,14 @@ def check(options: AudioJobOptions, task: Task | None = None) -> Plan:
     Raises ModelError, InputError or OutputError with a one-line reason.
     """
     task = task or TRANSCRIBE
-    backend = task.detect(options)  # the model, and options it cannot honour
+    kind = task.detect(options)  # the model, and options it cannot honour
     inputs = resolve_inputs(options.inputs, timeout_s=options.read_timeout_s)
-    job = {"job": task.name, "backend": backend, **options.result_options()}
+    job = {"job": task.name, "backend": kind.backend, "engine": kind.engine, **options.result_options()}
     output = open_output(options.output, job=job, overwrite=options.overwrite,
                          inputs=[*options.inputs, *inputs["path"].to_pylist()],
                          schema=task.schema(options), columns=_INPUT_KEY)
     removed, changed = stale_rows(inputs, output.done)
-    return Plan(backend, inputs, output, changed=tuple(changed), removed=tuple(removed))
+    return Plan(kind, inputs, output, changed=tuple(changed), removed=tuple(removed))
 
 
 #: What identifies a row's input (columns of every task's rows): a resumed run redoes a row
@@ -308,12 +309,12 @@ def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = 
         log.info(
             "%s: %d inputs with %s (%s); %d already done; %d redone because their input changed, "
             "%d dropped because their input is gone (%d rows removed)",
-            task.name, todo.num_rows, options.model, plan.backend, plan.inputs.num_rows - todo.num_rows,
+            task.name, todo.num_rows, options.model, plan.kind.backend, plan.inputs.num_rows - todo.num_rows,
             len(plan.changed), len(plan.removed), dropped,
         )
         if todo.num_rows:
-            _pipeline(options, plan.backend, todo, task).write_parquet(options.output, schema=task.schema(options))
-        return task.summarize(options, plan.backend, time.perf_counter() - started,
+            _pipeline(options, plan.kind.backend, todo, task).write_parquet(options.output, schema=task.schema(options))
+        return task.summarize(options, plan.kind, time.perf_counter() - started,
                               changed=len(plan.changed), removed=len(plan.removed))
 
 
@@ -372,7 +373,7 @@ def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task
     return dataset
 
 
-def summarize(options: TranscribeOptions, backend: str, wall_seconds: float, *, changed: int = 0,
+def summarize(options: TranscribeOptions, kind: ModelKind, wall_seconds: float, *, changed: int = 0,
               removed: int = 0) -> Summary:
     """Read the whole output back (all runs) and write ``_summary.json`` beside it; ``changed``
     and ``removed`` are this run's counts of redone and dropped rows."""
@@ -393,14 +394,15 @@ def summarize(options: TranscribeOptions, backend: str, wall_seconds: float, *, 
         rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
         padding_efficiency=round(audio / computed, 4) if computed > 0 else 0.0,
         model=options.model,
-        backend=backend,
+        backend=kind.backend,
+        engine=kind.engine,
         output=options.output,
     )
     return write_summary(options.output, summary)
 
 
-def _detect(options: TranscribeOptions) -> str:
-    return detect_backend(options.model, options)
+def _detect(options: TranscribeOptions) -> ModelKind:
+    return detect_model(options.model, options)
 
 
 def _schema(options: TranscribeOptions) -> pa.Schema:

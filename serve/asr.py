@@ -24,6 +24,7 @@ all the stream state they need; any replica can take any session's next step.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -36,7 +37,7 @@ from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, det
 from speech.asr.streaming import StreamingModel, StreamOutput, StreamWork
 from speech.asr.vad import default_vad
 from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
-from speech.options import StreamOptions, TranscribeOptions
+from speech.options import DecodingOptions, StreamOptions, TranscribeOptions
 from speech.schema import TranscriptRow
 
 DEPLOYMENT = "Transcriber"
@@ -45,12 +46,15 @@ Task = Literal["transcribe", "translate"]
 #: TranscribeOptions fields a server may set (``asr_options``): those that decide what a model
 #: computes. Inputs, outputs and actor pools are the job's; replicas come from the Serve config.
 SERVING_OPTIONS = frozenset(
-    {"dtype", "batch_seconds", "strict_padding", "chunk_length_s", "stride_length_s", "language",
-     "timestamps", "vad", "max_new_tokens", "max_duration_s", "torch_threads"}
+    {"dtype", "compute_type", "batch_seconds", "strict_padding", "chunk_length_s", "stride_length_s", "language",
+     "timestamps", "vad", "max_new_tokens", "max_duration_s", "torch_threads", *DecodingOptions.model_fields}
 )
 #: ``max_duration_s`` of served models unless ``asr_options`` sets another: a few hundred
 #: kilobytes of FLAC can hold hours of audio, so a server always has a limit.
 SERVING_MAX_DURATION_S = 7200.0
+
+#: openai-whisper's step between fallback temperatures (``--temperature_increment_on_fallback``).
+TEMPERATURE_STEP = 0.2
 
 
 class AsrBatching(Batching):
@@ -70,6 +74,8 @@ class AsrRequest:
     audio: bytes  # the file as uploaded (any format speech.audio.decode reads)
     filename: str  # as uploaded; recorded as the transcript's path
     language: str | None = None  # language code given by the client, if any
+    temperature: float = 0.0  # OpenAI's field: see request_decoding
+    prompt: str | None = None  # OpenAI's field: the initial prompt of this file
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,24 @@ class AsrResult:
 def model_key(name: str, task: Task) -> str:
     """The multiplexed model id of served model ``name`` doing ``task``."""
     return name if task == "transcribe" else f"{name}#translate"
+
+
+def request_decoding(served: DecodingOptions, temperature: float, prompt: str | None) -> DecodingOptions:
+    """The decoding options of one request: the server's, with OpenAI's two fields applied.
+
+    ``temperature`` 0 (the API's default) keeps the server's schedule, which starts greedy and
+    falls back hotter ("the model will use log probability to automatically increase the
+    temperature", in OpenAI's words); above 0, sampling starts there and falls back in steps
+    of :data:`TEMPERATURE_STEP` up to 1, as openai-whisper does. ``prompt`` becomes the
+    ``initial_prompt``. No model is reloaded: options travel with the request.
+    """
+    update: dict[str, Any] = {}
+    if temperature > 0:
+        steps = math.floor((1.0 - temperature) / TEMPERATURE_STEP + 1e-6)  # as numpy.arange(t, 1 + 1e-6, step)
+        update["temperature"] = tuple(round(temperature + k * TEMPERATURE_STEP, 6) for k in range(steps + 1))
+    if prompt:
+        update["initial_prompt"] = prompt
+    return DecodingOptions.model_validate({**served.decoding().model_dump(), **update}) if update else served.decoding()
 
 
 def transcribe_options(source: str, overrides: dict[str, Any], *, task: Task = "transcribe", gpus: float = 0.0) -> TranscribeOptions:
@@ -143,8 +167,9 @@ class _Model:
             return _unreadable(err, filename)
         return self.front_end.windows(samples), len(samples) / self.front_end.sample_rate
 
-    def transcribe(self, payloads: list[tuple[list[Window], str | None]]) -> list[Transcript]:
-        return self.recognizer.transcribe([windows for windows, _ in payloads], [lang for _, lang in payloads])
+    def transcribe(self, payloads: list[tuple[list[Window], str | None, DecodingOptions]]) -> list[Transcript]:
+        windows, languages, options = zip(*payloads)
+        return self.recognizer.transcribe(list(windows), list(languages), list(options))
 
     def stream(self, works: list[StreamWork]) -> list[StreamOutput]:
         return self.streaming.run(works)
@@ -207,7 +232,8 @@ class Transcriber:
                 return prepared
             windows, seconds = prepared
             await held.resize(seconds)
-            result = await self._recognize(Item((windows, request.language), seconds, self._replica.budget))
+            decoding = request_decoding(model.options, request.temperature, request.prompt)
+            result = await self._recognize(Item((windows, request.language, decoding), seconds, self._replica.budget))
         if isinstance(result, Exception):
             raise result
         transcript, batch_size = result
@@ -226,6 +252,7 @@ class Transcriber:
             backend=model.recognizer.backend,
             engine=model.recognizer.engine,
             computed_s=transcript.computed_samples / model.front_end.sample_rate,
+            thresholds_failed=transcript.thresholds_failed,
         )
         return AsrResult(row, batch_size)
 
@@ -277,6 +304,7 @@ class Transcriber:
                 "stream_batches": dict(sorted(self._stream_batches.items()))}
 
 
-__all__ = ["AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "SERVING_MAX_DURATION_S", "StreamFormat",
-           "Transcriber", "model_key",
-           "transcribe_options"]
+__all__ = [
+    "AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "SERVING_MAX_DURATION_S", "StreamFormat", "Transcriber",
+    "model_key", "request_decoding", "transcribe_options",
+]

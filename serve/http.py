@@ -156,8 +156,10 @@ class TranslationFields(_Fields):
     """Form fields of ``/v1/audio/translations`` (besides ``file``)."""
 
     model: str | None = None
-    prompt: str | None = None
+    prompt: str | None = Field(None, max_length=2000)  # Whisper: the initial prompt (spelling, names, style)
     response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
+    # Whisper: 0 starts greedy and falls back hotter when a window fails the thresholds;
+    # above 0, sampling starts there (serve.asr.request_decoding).
     temperature: float = Field(0.0, ge=0, le=1)
 
 
@@ -446,18 +448,19 @@ class Gateway:
         if task == "translate" and not model.translates:
             raise ApiError(400, f"model {model.name!r} cannot translate ({model.backend} model; translation needs a "
                                 "multilingual Whisper model)", param="model", code="unsupported_task")
-        if fields.temperature != 0:
-            raise ApiError(400, "temperature: only 0 is supported (the models decode greedily)", param="temperature",
-                           code="invalid_value")
-        if fields.prompt:
-            raise ApiError(400, "prompt: not supported by this server's models", param="prompt", code="invalid_value")
+        if model.backend != "whisper":
+            # A CTC model decodes frame by frame: it has no temperature and takes no prompt.
+            for name, given in (("temperature", fields.temperature != 0), ("prompt", bool(fields.prompt))):
+                if given:
+                    raise ApiError(400, f"{name}: model {model.name!r} is a {model.backend} model, which takes no {name}",
+                                   param=name, code="invalid_value")
         language = getattr(fields, "language", None)
         granularities = getattr(fields, "timestamp_granularities", ["segment"])
         if "timestamp_granularities" in fields.model_fields_set and fields.response_format != "verbose_json":
             raise ApiError(400, "timestamp_granularities needs response_format 'verbose_json'",
                            param="timestamp_granularities", code="invalid_value")
         handle = self._asr.options(multiplexed_model_id=asr.model_key(model.name, task))
-        result = await handle.transcribe.remote(asr.AsrRequest(audio, filename, language))
+        result = await handle.transcribe.remote(asr.AsrRequest(audio, filename, language, fields.temperature, fields.prompt))
         if isinstance(result, Rejected):
             raise ApiError(400, result.message, param=result.param, code=result.code)
         return transcript_response(result, fields.response_format, granularities, task)

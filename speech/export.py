@@ -271,8 +271,8 @@ def _render_txt(row: dict, cues: list[Cue]) -> str:
 def _render_json(row: dict, cues: list[Cue]) -> str:
     """OpenAI ``verbose_json``-like: language, duration, text, segments, words.
 
-    Segments are the model's own when it made them (with their log-probability and
-    no-speech probability); otherwise the cues, whose scores are unknown (null). Times
+    Segments are the model's own when it made them (with their log-probability, no-speech
+    probability, decoding temperature and compression ratio); otherwise the cues, whose scores are unknown (null). Times
     are clipped to the audio, as in the subtitles.
     """
     if row.get("segments"):
@@ -285,6 +285,8 @@ def _render_json(row: dict, cues: list[Cue]) -> str:
                 "text": s["text"],
                 "avg_logprob": _number(s["avg_logprob"], 4),
                 "no_speech_prob": _number(s["no_speech_prob"], 4),
+                "temperature": _number(s.get("temperature"), 2),
+                "compression_ratio": _number(s.get("compression_ratio"), 4),
             }
             for i, (s, (start, end)) in enumerate(zip(row["segments"], spans))
         ]
@@ -297,6 +299,8 @@ def _render_json(row: dict, cues: list[Cue]) -> str:
                 "text": c.text,
                 "avg_logprob": None,
                 "no_speech_prob": None,
+                "temperature": None,
+                "compression_ratio": None,
             }
             for i, c in enumerate(cues)
         ]

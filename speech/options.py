@@ -7,6 +7,7 @@ frozen options object and never re-parses strings.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -59,6 +60,72 @@ class Faults(_Options):
     poison_ids: list[str] = Field(default_factory=list)  # model calls holding these ids raise
 
 
+#: faster-whisper's and openai-whisper's temperature schedule: greedy first, then sampling ever
+#: hotter for the windows whose output fails the thresholds.
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+#: Compute types of the CTranslate2 engine (on a CPU, float16 is refused by CTranslate2).
+ComputeType = Literal["float32", "float16", "int8", "int8_float32"]
+
+
+class DecodingOptions(_Options):
+    """How Whisper decodes a 30 s window; the same for both engines, the job and the server.
+
+    Defaults are faster-whisper's (``WhisperModel.transcribe``), except two: ``beam_size`` is
+    1 (greedy; faster-whisper's is 5) because this project decodes greedily unless told
+    otherwise, and ``condition_on_previous_text`` is False (faster-whisper's is True) because
+    windows of different files share batches; see docs/whisper.md.
+    """
+
+    beam_size: int = Field(1, ge=1)  # 1: greedy search
+    best_of: int = Field(5, ge=1)  # samples drawn per window at a temperature above 0; the likeliest is kept
+    # Tried in order: a window is decoded at the first, and again at the next one while its
+    # output compresses too well (a loop) or is too unlikely.
+    temperature: tuple[float, ...] = DEFAULT_TEMPERATURES
+    compression_ratio_threshold: float | None = Field(2.4, gt=0)  # gzip ratio of the text above it: retry hotter
+    logprob_threshold: float | None = -1.0  # mean token log-probability below it: retry hotter
+    # No-speech probability above it, with the mean log-probability below logprob_threshold:
+    # the window is silence and gives no text.
+    no_speech_threshold: float | None = Field(0.6, ge=0, le=1)
+    initial_prompt: str | None = None  # text "before" each file's first window (spelling, names, style)
+    hotwords: str | None = None  # text before every window, to favour these words
+    # Window k+1 of a file is decoded after window k, prompted with its text (long-form
+    # coherence, at the price of one batch per window index).
+    condition_on_previous_text: bool = False
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _temperatures(cls, value: Any) -> Any:
+        """``0.2``, ``"0,0.2,0.4"`` or a list; each in [0, 1], strictly increasing."""
+        if isinstance(value, str):
+            try:
+                value = [float(part) for part in value.split(",") if part.strip()]
+            except ValueError:
+                raise ValueError(f"expected numbers separated by commas, got {value!r}") from None
+        if isinstance(value, (int, float)):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("give at least one temperature")
+            if any(not 0 <= float(t) <= 1 for t in value) or any(b <= a for a, b in zip(value, value[1:])):
+                raise ValueError(f"temperatures must lie in [0, 1] and increase, got {list(value)}")
+        return value
+
+    @field_validator("compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", mode="before")
+    @classmethod
+    def _none_disables(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("none", "off") else value
+
+    @field_validator("initial_prompt", "hotwords")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    def decoding(self) -> "DecodingOptions":
+        """Just these fields (also of a subclass such as TranscribeOptions)."""
+        return DecodingOptions(**{name: getattr(self, name) for name in DecodingOptions.model_fields})
+
+
 #: Fields of the corpus-job options that affect where and how fast a job runs, not its rows.
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
@@ -90,8 +157,8 @@ class AudioJobOptions(_Options):
     # Custom Ray resources per model actor, e.g. {"model_slots": 1}: they pin actors to the
     # nodes that declare them, or spread one per node, the way GPUs do.
     resources_per_actor: dict[str, float] = Field(default_factory=dict)
-    dtype: Dtype = "float32"
-    torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_actor rounded up
+    dtype: Dtype = "float32"  # transformers models
+    torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_actor rounded up (also CTranslate2's threads)
 
     # CPU preparation stage (read, decode, resample, features).
     prepare_actors: int = Field(1, ge=1)
@@ -140,6 +207,11 @@ class AudioJobOptions(_Options):
         return self
 
     @property
+    def threads(self) -> int:
+        """Intra-op threads of a model actor: ``torch_threads``, else ``cpus_per_actor`` rounded up."""
+        return self.torch_threads or max(1, math.ceil(self.cpus_per_actor))
+
+    @property
     def stride_s(self) -> float:
         return self.chunk_length_s / 6 if self.stride_length_s is None else self.stride_length_s
 
@@ -164,8 +236,16 @@ class AudioJobOptions(_Options):
         return int(max(128 * 2**20, 16 * batch_bytes * self.pool.max))
 
 
-class TranscribeOptions(AudioJobOptions):
-    """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example."""
+class TranscribeOptions(AudioJobOptions, DecodingOptions):
+    """Options of ``speech transcribe``; see configs/transcribe.yaml for a commented example.
+
+    Whisper's decoding options are the fields of :class:`DecodingOptions` (inherited, so a
+    config file and the command line set them flat, like every other option).
+    """
+
+    # CTranslate2 models (a model.bin) only: None is the stored precision where the device
+    # runs it, else float32 (on a CPU, float16 weights run as float32).
+    compute_type: ComputeType | None = None
 
     # A row's manifest language wins, then this one; None (or "auto") lets Whisper detect
     # each file's language from its first window. CTC models only record it.

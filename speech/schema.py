@@ -47,8 +47,10 @@ SEGMENT_TYPE = pa.struct(
         pa.field("start", pa.float64()),  # seconds
         pa.field("end", pa.float64()),  # seconds
         pa.field("text", pa.string()),
-        pa.field("avg_logprob", pa.float32()),
+        pa.field("avg_logprob", pa.float32()),  # mean token log-probability of its window
         pa.field("no_speech_prob", pa.float32()),
+        pa.field("temperature", pa.float32()),  # at which its window was decoded (0: greedy or beam search)
+        pa.field("compression_ratio", pa.float32()),  # gzip ratio of its window's text; high: a loop
     ]
 )
 
@@ -67,12 +69,16 @@ TRANSCRIPT_SCHEMA = pa.schema(
         pa.field("language_probability", pa.float32()),  # when the language was detected
         pa.field("reference", pa.string()),
         pa.field("model", pa.string()),  # model id or path as given by the user
-        pa.field("backend", pa.string()),
-        # What ran the network: transformers (PyTorch), onnxruntime (an exported ONNX model), ...
+        pa.field("backend", pa.string()),  # model family: "whisper" or "ctc"
+        # What ran the network: transformers (PyTorch), onnxruntime (an exported ONNX model),
+        # ctranslate2 (a CTranslate2 model.bin)
         pa.field("engine", pa.string()),
         # Seconds of audio the model computed on for this row, including its share of
         # batch padding and chunk overlap; duration_s / computed_s is padding efficiency.
         pa.field("computed_s", pa.float64()),
+        # Whisper: true when a window still failed the compression-ratio or log-probability
+        # threshold at the last temperature (its best attempt is in the text); see its segments.
+        pa.field("thresholds_failed", pa.bool_()),
         pa.field("error", pa.string()),  # null on success; the reason otherwise
     ]
 )
@@ -93,6 +99,8 @@ class Segment:
     text: str
     avg_logprob: float
     no_speech_prob: float
+    temperature: float | None = None
+    compression_ratio: float | None = None
 
 
 @dataclass
@@ -115,6 +123,7 @@ class TranscriptRow:
     backend: str | None = None
     engine: str | None = None
     computed_s: float | None = None
+    thresholds_failed: bool | None = None
     error: str | None = None
 
 

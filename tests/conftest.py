@@ -39,6 +39,15 @@ def checkpoints() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def real_whisper() -> dict[str, Path]:
+    """``{"whisper-base-ct2": dir, "whisper-base": dir}``: the real Whisper base from the
+    ``real`` extra, joined and converted once (see speech.testing.real_whisper)."""
+    from speech.testing.real_whisper import build_real_whisper
+
+    return build_real_whisper(FIXTURES_DIR)
+
+
+@pytest.fixture(scope="session")
 def ray_local():
     """A local Ray for the whole session (starting one takes seconds)."""
     import ray
@@ -89,6 +98,17 @@ def _session_pids(sid: int) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 pass
     return pids
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Compared runs use one thread: near-tied random logits can flip between thread counts."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 # --- the Serve app, started as a user starts it ------------------------------------------------

@@ -61,3 +61,26 @@ def test_every_system_generated_the_same_tokens(quick_report):
     assert tokens["faster_whisper"] == tokens["ceiling"] == tokens["unsorted"] == tokens["naive"]
     assert report["tokens_equal"] is True and len(set(tokens.values())) == 1
     assert tokens["ours"] < report["settings"]["max_new_tokens"] * report["systems"]["ours"]["files"]
+
+
+REAL_SYSTEMS = ("ours_ct2_int8", "ours_ct2_float32", "ours_transformers", "faster_whisper_int8",
+                "faster_whisper_float32", "pipeline_batch16")
+
+
+def test_real_weights_report_wer_beside_rtfx_for_both_engines(real_whisper, tmp_path_factory):
+    """``--real --quick``: every system on the real whisper-base and English speech; no times asserted."""
+    report, table = run_bench(tmp_path_factory.mktemp("bench-real"), "asr", "--backend", "whisper", "--real", "--quick")
+    assert report["real"] is True and set(report["systems"]) == set(REAL_SYSTEMS)
+    for label in ("CTranslate2 int8", "CTranslate2 float32", "transformers float32", "faster-whisper batched (16), int8",
+                  "transformers pipeline, batch 16"):
+        assert label in table
+    audio = {round(report["systems"][name]["audio_s"], 3) for name in REAL_SYSTEMS}
+    assert len(audio) == 1 and report["settings"]["corpus"]["files"] == 3
+    for name in REAL_SYSTEMS:
+        assert report["rtfx"][name] > 0 and report["peak_rss_mb"][name] > 0, name
+        # Real recognition of English speech: every system hears most words.
+        assert 0 <= report["wer"][name] < 0.6, name
+    # The same weights, the same greedy decoding, features padded the same way: our CTranslate2
+    # engine hears exactly what faster-whisper hears, at each compute type.
+    assert report["wer"]["ours_ct2_float32"] == report["wer"]["faster_whisper_float32"]
+    assert {t["target"] for t in report["targets"]} >= {"ours CTranslate2 WER - faster-whisper WER, int8"}

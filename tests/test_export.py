@@ -36,7 +36,7 @@ SEGMENT_ROW = TranscriptRow(
     segments=[
         Segment(0.0, 2.4, " The quick brown fox.", -0.25, 0.01),
         # Whisper's last timestamp may pass the end of the audio: clipped to 6.5 s.
-        Segment(2.4, 7.0, " Jumps over the lazy dog.", -0.4, 0.02),
+        Segment(2.4, 7.0, " Jumps over the lazy dog.", -0.4, 0.02, temperature=0.2, compression_ratio=1.25),
     ],
     words=_words([("The", 0.1, 0.3), ("quick", 0.3, 0.6)]),
     language="en",
@@ -166,12 +166,13 @@ def test_json_is_close_to_openai_verbose_json(result_dir, tmp_path):
     assert whisper["text"] == SEGMENT_ROW.text
     assert whisper["segments"][1] == {
         "id": 1, "start": 2.4, "end": 6.5, "text": " Jumps over the lazy dog.", "avg_logprob": -0.4, "no_speech_prob": 0.02,
+        "temperature": 0.2, "compression_ratio": 1.25,
     }  # the end clipped to the audio, as in the subtitles
     assert whisper["words"][0] == {"word": "The", "start": 0.1, "end": 0.3, "probability": 0.9}
 
     ctc = load("ko/deep/nested/002")
     assert [s["id"] for s in ctc["segments"]] == [0, 1, 2, 3]
-    assert all(s["avg_logprob"] is None and s["no_speech_prob"] is None for s in ctc["segments"])
+    assert all(s["avg_logprob"] is None and s["no_speech_prob"] is None and s["temperature"] is None for s in ctc["segments"])
     assert len(ctc["words"]) == 12
     assert (tmp_path / "ko/deep/nested/002.txt").read_text() == WORD_ROW.text + "\n"
 

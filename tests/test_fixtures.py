@@ -18,9 +18,13 @@ from speech.testing.checkpoints import FIXTURES_VERSION, build_ctc_checkpoint, b
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
-def _manifest() -> list[dict]:
-    lines = (SAMPLES / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+def _manifest(name: str = "manifest.jsonl") -> list[dict]:
+    lines = (SAMPLES / name).read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def _english() -> list[dict]:
+    return _manifest("en.jsonl")
 
 
 @pytest.fixture(scope="module")
@@ -169,14 +173,24 @@ def test_manifest_lists_three_clips_per_language():
     assert all(row["text"].strip() for row in rows)
 
 
-@pytest.mark.parametrize("row", _manifest(), ids=lambda row: row["id"])
+def test_english_manifest_lists_every_english_clip_without_its_language():
+    english = _english()
+    manifest = [{k: v for k, v in row.items() if k != "language"} for row in _manifest() if row["language"] == "en"]
+    assert [row for row in english if row["id"] in {m["id"] for m in manifest}] == manifest
+    assert len(english) == len(manifest) + 4  # the demo's extra sentences
+    listed = {row["path"] for row in english} | {row["path"] for row in _manifest()}
+    on_disk = {str(p.relative_to(SAMPLES)) for p in SAMPLES.rglob("*") if p.suffix in (".flac", ".wav")}
+    assert on_disk == listed
+
+
+@pytest.mark.parametrize("row", _manifest() + _english()[-4:], ids=lambda row: row["id"])
 def test_manifest_files_decode(row):
     path = SAMPLES / row["path"]
     assert path.is_file()
     audio, rate = sf.read(path, dtype="float32", always_2d=True)  # (samples, channels)
     if row["id"] == "misc/stereo_8k":
         assert (rate, audio.shape[1]) == (8_000, 2)
-        assert row["language"] == "en"
+        assert row.get("language", "en") == "en"
     else:
         assert (rate, audio.shape[1]) == (16_000, 1)
         assert path.suffix == ".flac"

@@ -522,13 +522,14 @@ def test_the_page_transcribes_speaks_and_streams(server, browser, tmp_path_facto
 # --- real weights (Whisper base) --------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def real_whisper_dir() -> Path:
-    """A transformers checkpoint directory of the real Whisper base weights (wired at merge time)."""
-    raise NotImplementedError("the real whisper-base fixture arrives with issue 13")
+@pytest.fixture(scope="module")
+def real_whisper_dir(real_whisper) -> Path:
+    """The transformers checkpoint of the real Whisper base weights (conftest.real_whisper)."""
+    from speech.testing.real_whisper import HF_NAME
+
+    return real_whisper[HF_NAME]
 
 
-@pytest.mark.skip(reason="real whisper-base fixture arrives with issue 13")
 def test_real_whisper_streamed_words_equal_the_offline_words(real_whisper_dir, tmp_path):
     """On real weights, a streamed English clip (24 kHz PCM, 100 ms chunks, committed at the end)
     completes with the words the transcription job writes for a WAV file of the same audio."""

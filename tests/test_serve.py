@@ -432,7 +432,10 @@ BAD_REQUESTS = {
     "speech model for transcription": (TRANSCRIBE, _multipart({"model": "tts-vits"}, ("a.flac", AUDIO)), 404, "model"),
     "bad response_format": (TRANSCRIBE, _multipart({"response_format": "docx"}, ("a.flac", AUDIO)), 400, "response_format"),
     "bad temperature": (TRANSCRIBE, _multipart({"temperature": "hot"}, ("a.flac", AUDIO)), 400, "temperature"),
-    "nonzero temperature": (TRANSCRIBE, _multipart({"temperature": "0.5"}, ("a.flac", AUDIO)), 400, "temperature"),
+    "temperature for a CTC model": (TRANSCRIBE, _multipart({"temperature": "0.5"}, ("a.flac", AUDIO)), 400, "temperature"),
+    "prompt for a CTC model": (TRANSCRIBE, _multipart({"prompt": "Stella"}, ("a.flac", AUDIO)), 400, "prompt"),
+    "temperature above 1": (TRANSCRIBE, _multipart({"model": "whisper", "temperature": "1.5"}, ("a.flac", AUDIO)), 400,
+                            "temperature"),
     "unknown field": (TRANSCRIBE, _multipart({"colour": "blue"}, ("a.flac", AUDIO)), 400, "colour"),
     "granularity without verbose_json": (
         TRANSCRIBE, _multipart({"timestamp_granularities[]": "word"}, ("a.flac", AUDIO)), 400, "timestamp_granularities"),

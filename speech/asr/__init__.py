@@ -1,24 +1,42 @@
 """Speech recognition backends behind one interface, picked from the checkpoint.
 
-The checkpoint's config decides the backend (here, and only here), so no stage of a
-job or of the server ever switches on a model-type string.
+The checkpoint decides the backend and its engine (here, and only here), so no stage of a
+job or of the server ever switches on a model-type string:
+
+* a directory holding a CTranslate2 ``model.bin``: Whisper on the CTranslate2 engine;
+* a transformers checkpoint (hub id or directory) of ``WhisperForConditionalGeneration``:
+  Whisper on the transformers engine;
+* a directory written by ``speech convert onnx`` from a CTC checkpoint: CTC on onnxruntime;
+* a transformers checkpoint naming a ``*ForCTC`` architecture: CTC on transformers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 
 from speech.asr.base import FrontEnd, Recognizer, Transcript, Window
 from speech.options import TranscribeOptions
 
-__all__ = ["FrontEnd", "Recognizer", "Transcript", "Window", "ModelError", "detect_backend", "load_front_end", "load_recognizer"]
+__all__ = [
+    "FrontEnd", "Recognizer", "Transcript", "Window", "ModelError", "ModelKind", "detect_backend", "detect_model",
+    "load_front_end", "load_recognizer",
+]
 
 
 class ModelError(ValueError):
     """The model cannot be loaded or is of a kind no backend handles."""
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What runs a model: its family (``backend``) and the runtime (``engine``)."""
+
+    backend: str  # "ctc" or "whisper"
+    engine: str  # "transformers", "onnxruntime" or "ctranslate2"
 
 
 @dataclass(frozen=True)
@@ -53,38 +71,74 @@ def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Reco
 def _check_ctc(model: str, options: TranscribeOptions) -> None:
     if options.task != "transcribe":
         raise ValueError(f"task {options.task!r}: model {model!r} is a CTC model, which can only transcribe")
-    from speech.onnx_model import is_onnx_model
+    _no_compute_type(model, options)
 
-    if is_onnx_model(model):  # exported by `speech convert onnx`: runs on onnxruntime
-        from transformers import AutoFeatureExtractor
 
-        from speech.asr.ctc_onnx import check_ctc_model
+def _check_ctc_onnx(model: str, options: TranscribeOptions) -> None:
+    from transformers import AutoFeatureExtractor
 
-        if options.dtype != "float32":
-            raise ValueError(f"dtype {options.dtype}: ONNX model {model} runs at the precision it was exported with; use dtype float32")
-        attention_mask = bool(AutoFeatureExtractor.from_pretrained(model).return_attention_mask)
-        check_ctc_model(model, attention_mask=attention_mask)
+    from speech.asr.ctc_onnx import check_ctc_model
+
+    _check_ctc(model, options)
+    if options.dtype != "float32":
+        raise ValueError(f"dtype {options.dtype}: ONNX model {model} runs at the precision it was exported with; use dtype float32")
+    attention_mask = bool(AutoFeatureExtractor.from_pretrained(model).return_attention_mask)
+    check_ctc_model(model, attention_mask=attention_mask)
+
+
+def _no_compute_type(model: str, options: TranscribeOptions) -> None:
+    if options.compute_type is not None:
+        raise ValueError(
+            f"compute_type {options.compute_type!r}: model {model!r} is not a CTranslate2 model, and its precision "
+            "is set by dtype; compute_type is for CTranslate2 models (a directory with a model.bin)"
+        )
 
 
 def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     from speech.asr.whisper import WhisperFrontEnd
 
-    return WhisperFrontEnd(model, vad=options.vad)
+    return WhisperFrontEnd(model, vad=options.vad, padding="audio")  # as transformers' pipeline
+
+
+def _whisper_ct2_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
+    from speech.asr.whisper import WhisperFrontEnd
+
+    return WhisperFrontEnd(model, vad=options.vad, padding="log_mel")  # as openai-whisper and faster-whisper
 
 
 def _whisper_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
     from speech.asr.whisper import WhisperRecognizer
 
-    return WhisperRecognizer(
-        model,
-        device=device,
-        dtype=options.dtype,
+    return WhisperRecognizer(model, device=device, dtype=options.dtype, **_whisper_options(options))
+
+
+def _whisper_options(options: TranscribeOptions) -> dict:
+    """What both Whisper engines take from the job's options."""
+    return dict(
         batch_seconds=options.budget_s("whisper"),
         language=options.language,
         task=options.task,
         timestamps=options.timestamps,
         max_new_tokens=options.max_new_tokens,
+        decoding=options.decoding(),
     )
+
+
+def _whisper_ct2_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+    from speech.asr.whisper_ct2 import Ct2WhisperRecognizer
+
+    return Ct2WhisperRecognizer(
+        model, device=device, compute_type=options.compute_type, threads=options.threads, **_whisper_options(options)
+    )
+
+
+def _check_whisper_ct2(model: str, options: TranscribeOptions) -> None:
+    from speech.asr.whisper_ct2 import check_model
+
+    if "dtype" in options.model_fields_set and options.dtype != "float32":
+        raise ValueError(f"dtype {options.dtype!r}: model {model!r} is a CTranslate2 model; set its precision with compute_type")
+    device = "cuda" if options.gpus_per_actor > 0 else "cpu"
+    check_model(model, language=options.language, task=options.task, compute_type=options.compute_type, device=device)
 
 
 def _check_whisper(model: str, options: TranscribeOptions) -> None:
@@ -97,11 +151,15 @@ def _check_whisper(model: str, options: TranscribeOptions) -> None:
     check_generation_config(
         generation, model, language=options.language, task=options.task, timestamps=options.timestamps
     )
+    _no_compute_type(model, options)
 
 
 _BACKENDS = {
-    "ctc": _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc),
-    "whisper": _Backend(_whisper_front_end, _whisper_recognizer, _check_whisper),
+    ModelKind("ctc", "transformers"): _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc),
+    # The recognizer picks its network's engine from the directory (speech.asr.ctc._network).
+    ModelKind("ctc", "onnxruntime"): _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc_onnx),
+    ModelKind("whisper", "transformers"): _Backend(_whisper_front_end, _whisper_recognizer, _check_whisper),
+    ModelKind("whisper", "ctranslate2"): _Backend(_whisper_ct2_front_end, _whisper_ct2_recognizer, _check_whisper_ct2),
 }
 
 
@@ -114,14 +172,59 @@ def _backend_name(config: PretrainedConfig) -> str | None:
     return None
 
 
-def detect_backend(model: str, options: TranscribeOptions | None = None) -> str:
-    """``"whisper"`` for a Whisper checkpoint, ``"ctc"`` for one naming a ``*ForCTC`` architecture
-    (a directory exported by ``speech convert onnx`` is the CTC backend on onnxruntime).
+def detect_model(model: str, options: TranscribeOptions | None = None) -> ModelKind:
+    """The backend and engine of ``model`` (see the module docstring).
 
-    Reads only configs (no weights), so the driver can reject a bad model - or, given
-    ``options``, options the model cannot honour (a language it does not know, word
-    timestamps without alignment heads, ...) - before any actor starts.
+    Reads only configs and the model.bin header (no weights), so the driver can reject a bad
+    model - a truncated or foreign model.bin, a model split in parts, an unsupported
+    architecture - or, given ``options``, options the model cannot honour (a language it does
+    not know, word timestamps without alignment heads, ...) before any actor starts.
     """
+    kind = _ctranslate2_kind(model) or _onnx_kind(model) or ModelKind(_transformers_backend(model), "transformers")
+    if options is not None:
+        try:
+            _BACKENDS[kind].check(model, options)
+        except ValueError as err:
+            raise ModelError(str(err)) from err
+    return kind
+
+
+def detect_backend(model: str, options: TranscribeOptions | None = None) -> str:
+    """``"whisper"`` for a Whisper model (either engine), ``"ctc"`` for a ``*ForCTC`` checkpoint;
+    see :func:`detect_model`."""
+    return detect_model(model, options).backend
+
+
+def _ctranslate2_kind(model: str) -> ModelKind | None:
+    from speech.asr.whisper_base import CT2_MODEL_FILE, is_ctranslate2
+
+    directory = Path(model)
+    if not is_ctranslate2(model):
+        parts = sorted(p.name for p in directory.glob(f"{CT2_MODEL_FILE}.part*")) if directory.is_dir() else []
+        if parts:
+            raise ModelError(
+                f"model {model!r} holds {', '.join(parts)} but no {CT2_MODEL_FILE}: join every part in order "
+                f"(cat {CT2_MODEL_FILE}.part1 {CT2_MODEL_FILE}.part2 > {CT2_MODEL_FILE}), or build the real Whisper "
+                "base with `speech fixtures DIR --real`"
+            )
+        return None
+    from speech.convert.ct2_whisper import ConversionError, check_whisper
+
+    try:
+        check_whisper(model)
+    except ConversionError as err:
+        raise ModelError(f"model {model!r}: {err}") from err
+    return ModelKind("whisper", "ctranslate2")
+
+
+def _onnx_kind(model: str) -> ModelKind | None:
+    """A directory written by ``speech convert onnx`` (CTC; a Kokoro export is refused by its check)."""
+    from speech.onnx_model import is_onnx_model
+
+    return ModelKind("ctc", "onnxruntime") if is_onnx_model(model) else None
+
+
+def _transformers_backend(model: str) -> str:
     try:
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError) as err:
@@ -131,24 +234,20 @@ def detect_backend(model: str, options: TranscribeOptions | None = None) -> str:
         architectures = getattr(config, "architectures", None) or []
         raise ModelError(
             f"model {model!r} ({config.model_type}, architectures {architectures}) is not a supported ASR model; "
-            "supported: CTC models (AutoModelForCTC) and Whisper (WhisperForConditionalGeneration)"
+            "supported: CTC models (AutoModelForCTC), Whisper (WhisperForConditionalGeneration) and "
+            "CTranslate2 Whisper models (a directory with a model.bin)"
         )
-    if options is not None:
-        try:
-            _BACKENDS[name].check(model, options)
-        except ValueError as err:
-            raise ModelError(str(err)) from err
     return name
 
 
 def load_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     """The CPU front end for ``model``."""
-    return _BACKENDS[detect_backend(model)].front_end(model, options)
+    return _BACKENDS[detect_model(model)].front_end(model, options)
 
 
 def load_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
     """The recognizer for ``model`` on ``device``, batching as ``options`` say."""
-    return _BACKENDS[detect_backend(model)].recognizer(model, options, device)
+    return _BACKENDS[detect_model(model)].recognizer(model, options, device)
 
 
 def _first_line(err: Exception) -> str:

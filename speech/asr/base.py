@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from speech.options import DecodingOptions
 from speech.schema import Segment, Word
 
 
@@ -59,6 +60,9 @@ class Transcript:
     language: str | None = None
     language_probability: float | None = None
     computed_samples: int = 0  # samples the network ran on, incl. padding and overlap
+    # Sequence models: a window still failed the decoding thresholds after the last
+    # temperature (its best attempt is in the text); None for models without thresholds.
+    thresholds_failed: bool | None = None
 
 
 class FrontEnd(Protocol):
@@ -79,15 +83,19 @@ class FrontEnd(Protocol):
 class Recognizer(Protocol):
     """Network half: windows -> transcripts."""
 
-    backend: str  # short name recorded in every output row
-    engine: str  # what runs the network, recorded beside it: "transformers", "onnxruntime", ...
+    backend: str  # model family recorded in every output row: "ctc" or "whisper"
+    # What runs the network, recorded beside it: "transformers", "onnxruntime" or "ctranslate2"
+    engine: str
+    sample_rate: int  # Hz of the windows' audio
 
     def transcribe(
-        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None
+        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None,
+        options: Sequence[DecodingOptions] | None = None,
     ) -> list[Transcript]:
         """One transcript per utterance, in order; batching is the recognizer's business.
 
         ``languages``: per utterance, a known language code (e.g. from a manifest) or None;
-        models that decode per language use it, the others ignore it.
+        models that decode per language use it, the others ignore it. ``options``: per
+        utterance, how to decode it (sequence models; None: the recognizer's own options).
         """
         ...

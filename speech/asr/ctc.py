@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, Auto
 
 from speech.asr.base import Transcript, Window
 from speech.batching import chunk_spans, pad, run_batches
+from speech.options import DecodingOptions
 from speech.schema import Word
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -102,6 +103,7 @@ class CtcRecognizer:
     """
 
     backend = "ctc"
+    engine = "transformers"
 
     def __init__(
         self,
@@ -127,11 +129,13 @@ class CtcRecognizer:
         self.exact_lengths = strict_padding and not self.uses_attention_mask
 
     def transcribe(
-        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None
+        self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None,
+        options: Sequence[DecodingOptions] | None = None,
     ) -> list[Transcript]:
         """Transcribe utterances given as window lists (see :class:`CtcFrontEnd`).
 
-        ``languages`` is ignored: a CTC model's vocabulary is its language.
+        ``languages`` and ``options`` are ignored: a CTC model's vocabulary is its language,
+        and it decodes greedily, frame by frame, with nothing to tune.
         """
         windows = [w for utterance in utterances for w in utterance]
         outputs, computed = self._run(windows)

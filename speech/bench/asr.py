@@ -14,7 +14,9 @@ Systems (each in its own subprocess, see :mod:`speech.bench.systems`):
 ``backend="whisper"`` benchmarks a Whisper model instead (see :mod:`speech.bench.whisper`):
 ``ours``, ``naive``, ``unsorted``, ``faster_whisper`` (faster-whisper's batched pipeline on the
 same weights converted for CTranslate2) and ``ceiling`` (encoder + greedy generate on
-pre-computed features); no memory run and no profile.
+pre-computed features); no memory run and no profile. With ``real``, the real Whisper base on
+English speech, both our engines against faster-whisper and the batched pipeline, with word
+error rates (:mod:`speech.bench.whisper_real`).
 
 Absolute times on a shared machine are noise; the ratios between systems measured in one
 run are the result. The report records the machine and its load.
@@ -77,6 +79,7 @@ class AsrBench:
     backend: str = "ctc"  # "ctc" or "whisper": which model family, and so which systems
     max_new_tokens: int = 48  # whisper: tokens every system generates per 30 s window (greedy)
     engine: str = "torch"  # "onnx": also our job on the model's float32 and int8 ONNX exports (CTC)
+    real: bool = False  # whisper: real weights and English speech, both engines, WER (speech.bench.whisper_real)
 
 
 def run(bench: AsrBench, progress=print) -> dict:
@@ -86,6 +89,17 @@ def run(bench: AsrBench, progress=print) -> dict:
     bench = replace(bench, cache=Path(bench.cache).resolve())
     if bench.backend not in ("ctc", "whisper"):
         raise ValueError(f"backend {bench.backend!r}: expected 'ctc' or 'whisper'")
+    if bench.real:
+        from speech.bench import whisper_real
+
+        if bench.backend != "whisper":
+            raise ValueError("real weights (--real) exist for the whisper backend only")
+        work = Path(bench.work) if bench.work else Path(tempfile.mkdtemp(prefix="speech-bench-asr-"))
+        work.mkdir(parents=True, exist_ok=True)
+        report = whisper_real.run(bench, work, progress, machine_before)
+        if not bench.work:
+            shutil.rmtree(work)
+        return report
     model = Path(bench.model).resolve() if bench.model else _default_model(bench)
     corpus = build_corpus(bench.cache, CorpusSpec(files=bench.files or (QUICK_FILES if bench.quick else FULL_FILES)))
     work = Path(bench.work) if bench.work else Path(tempfile.mkdtemp(prefix="speech-bench-asr-"))
@@ -227,6 +241,10 @@ def _targets(report: dict) -> list[dict]:
 
 def format_table(report: dict) -> str:
     """The report as the plain-text table ``speech bench asr`` prints (also used in the README)."""
+    if report.get("real"):
+        from speech.bench import whisper_real
+
+        return whisper_real.format_table(report)
     if report.get("backend") == "whisper":
         return _format_whisper(report)
     scale = report["settings"]["memory_scale"]

@@ -51,8 +51,12 @@ class Job:
     # Whisper (speech.bench.whisper): what makes every system do the same decoding work.
     transcribe_options: dict = field(default_factory=dict)  # extra TranscribeOptions of our job
     generate_kwargs: dict = field(default_factory=dict)  # the pipelines' generate_kwargs
-    max_new_tokens: int | None = None  # tokens per 30 s window for the Whisper-only systems
+    max_new_tokens: int | None = None  # tokens per 30 s window for the Whisper-only systems; None: until end of text
     ct2_model: str = ""  # the model converted for CTranslate2 (faster-whisper)
+    compute_type: str = "float32"  # faster-whisper's CTranslate2 compute type
+    # faster-whisper: pad each file's audio to 30 s first, so its features equal transformers'
+    # (the random-weight bench compares with our transformers engine; see faster_whisper()).
+    pad_to_window: bool = True
 
 
 TEXTS_FILE = "texts.json"
@@ -163,7 +167,7 @@ def ours(job: Job) -> dict:
         "startup_s": ray_started - started,
         "pipeline_s": summary.wall_seconds,
         "padding_efficiency": summary.padding_efficiency,
-        "batch_seconds": options.budget_s(plan.backend),
+        "batch_seconds": options.budget_s(plan.kind.backend),
     }
 
 

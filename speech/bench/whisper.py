@@ -135,8 +135,9 @@ def job_options(max_new_tokens: int) -> dict:
     would otherwise use the 5 beams transformers 5 defaults Whisper to).
     """
     return {
+        # temperature 0 only: a random decoder fails every fallback threshold.
         "transcribe_options": {"language": "en", "task": "transcribe", "timestamps": "none",
-                               "max_new_tokens": max_new_tokens},
+                               "max_new_tokens": max_new_tokens, "temperature": [0.0]},
         "generate_kwargs": {"language": "en", "task": "transcribe", "num_beams": 1, "do_sample": False,
                             "max_new_tokens": max_new_tokens},
         "max_new_tokens": max_new_tokens,
@@ -198,12 +199,14 @@ def faster_whisper(job: Job) -> dict:
     batch per call. Greedy (``beam_size=1``, temperature 0), English, no timestamps, no
     conditioning, no VAD, the checkpoint's own suppressed tokens.
 
-    Each file is padded with zeros to 30 s first. The batched pipeline computes log-mel
-    features of a chunk's own length and pads the *features* with zeros, where transformers,
-    openai-whisper, faster-whisper's sequential path and our front end pad the *audio* to 30 s
-    and then compute features; the two inputs differ in the padded frames, and a random model
-    answers them differently (measured on the quick fixture: 27 tokens against 50). Padded,
-    every system's encoder sees the same features (max difference 1e-6).
+    With ``job.pad_to_window`` each file is padded with zeros to 30 s first. The batched
+    pipeline computes log-mel features of a chunk's own length and pads the *features* with
+    zeros, as openai-whisper and our CTranslate2 engine do, where transformers and our
+    transformers engine pad the *audio* to 30 s and then compute features; the two inputs
+    differ in the padded frames, and the decoder answers them differently (measured on the
+    quick fixture: 27 tokens against 50). Padded, its encoder sees the transformers engine's
+    features (max difference 1e-6). The transcripts go to ``texts.json`` (each segment belongs
+    to the file its start falls in).
     """
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from transformers import GenerationConfig
@@ -218,9 +221,10 @@ def faster_whisper(job: Job) -> dict:
             self.tokens += sum(len(o["tokens"]) for o in outputs)
             return encoder_output, outputs
 
+    from speech.bench.systems import write_texts
+
     started = time.perf_counter()
-    # float32: the same weights as the other systems (int8 would be a different model).
-    model = WhisperModel(job.ct2_model, device="cpu", compute_type="float32", cpu_threads=job.threads)
+    model = WhisperModel(job.ct2_model, device="cpu", compute_type=job.compute_type, cpu_threads=job.threads)
     pipe = Counting(model)
     suppress = list(GenerationConfig.from_pretrained(job.model).suppress_tokens)
     rate = model.feature_extractor.sampling_rate
@@ -228,23 +232,28 @@ def faster_whisper(job: Job) -> dict:
     # CTranslate2 4.8.5's Whisper generate() stops at max_length / 2 new tokens (measured), and
     # faster-whisper asks for max_length = prompt (4 tokens) + max_new_tokens: this asks for
     # exactly max_new_tokens new ones. The token counts in the report check it.
-    ask = 2 * job.max_new_tokens - 4
+    bound = {"max_new_tokens": 2 * job.max_new_tokens - 4} if job.max_new_tokens else {}
     window = model.feature_extractor.n_samples  # 30 s
     audio = list(_decoded(job, rate))
     if max(len(a) for a in audio) > window:
         raise BenchError("faster_whisper: the corpus has files over 30 s; this system runs one window per file")
+    texts = [""] * len(audio)
     segments = 0
     for begin in range(0, len(audio), job.batch_size):
-        group = [np.pad(a, (0, window - len(a))) for a in audio[begin : begin + job.batch_size]]
+        group = [np.pad(a, (0, window - len(a))) if job.pad_to_window else a for a in audio[begin : begin + job.batch_size]]
         ends = np.cumsum([len(a) for a in group])
         clips = [{"start": (end - len(a)) / rate, "end": end / rate} for a, end in zip(group, ends)]
         out, _ = pipe.transcribe(
             np.concatenate(group), language="en", task="transcribe", beam_size=1, temperature=0.0,
             without_timestamps=True, condition_on_previous_text=False, vad_filter=False, clip_timestamps=clips,
-            batch_size=job.batch_size, max_new_tokens=ask, suppress_tokens=suppress,
+            batch_size=job.batch_size, suppress_tokens=suppress, **bound,
         )
-        segments += len(list(out))  # a generator: decoding happens here
+        starts = (ends - np.array([len(a) for a in group])) / rate
+        for segment in out:  # a generator: decoding happens here
+            texts[begin + int(np.searchsorted(starts, segment.start + 1e-3, side="right")) - 1] += segment.text
+            segments += 1
     wall = time.perf_counter() - started
+    write_texts(job, texts)
     return {"files": len(audio), "audio_s": sum(len(a) for a in audio) / rate, "wall_s": wall,
             "startup_s": loaded, "tokens": pipe.tokens, "segments": segments}
 

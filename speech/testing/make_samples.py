@@ -8,7 +8,9 @@ question. Usage::
 
 writes ``OUT_DIR/<lang>/<nnn>.flac`` (16 kHz, mono, 16-bit FLAC), one deliberately awkward
 ``OUT_DIR/misc/stereo_8k.wav`` (8 kHz, 2 channels, 16-bit PCM) that exercises resampling and
-downmixing, and ``OUT_DIR/manifest.jsonl`` with one JSON object per line::
+downmixing, ``OUT_DIR/manifest.jsonl`` with one JSON object per line, and ``OUT_DIR/en.jsonl``
+listing every English clip, four of them (``en/004..007``) in no other manifest, without
+``language`` (the model detects it)::
 
     {"id": "en/001", "path": "en/001.flac", "text": "...", "language": "en"}
 
@@ -36,6 +38,9 @@ import soxr
 
 #: Sampling rate of the mono FLAC clips, in Hz.
 SAMPLE_RATE = 16_000
+#: The English clips (the manifest's and ENGLISH_EXTRA), without their language: what `make demo`
+#: transcribes with the real Whisper base, which then detects the language.
+ENGLISH_MANIFEST = "en.jsonl"
 #: Every clip must last this long, in seconds (inclusive bounds).
 MIN_SECONDS, MAX_SECONDS = 1.5, 6.0
 
@@ -63,6 +68,14 @@ UTTERANCES: tuple[Utterance, ...] = (
     Utterance("zh/001", "你好，很高兴认识你。", "zh", "cmn-latn-pinyin"),
     Utterance("zh/002", "今天天气很好，我们去公园散步吧。", "zh", "cmn-latn-pinyin"),
     Utterance("zh/003", "我每天早上喝一杯咖啡。", "zh", "cmn-latn-pinyin"),
+)
+
+#: More English, listed in ``en.jsonl`` only (the tests' multilingual manifest stays as it is).
+ENGLISH_EXTRA: tuple[Utterance, ...] = (
+    Utterance("en/004", "Please turn off the lights when you leave the room.", "en", "en"),
+    Utterance("en/005", "My brother bought a new bicycle last summer.", "en", "en"),
+    Utterance("en/006", "The children played football in the park until it got dark.", "en", "en"),
+    Utterance("en/007", "We will meet at the train station after lunch.", "en", "en"),
 )
 
 #: The stereo clip: same speech in both channels, the right one slightly quieter.
@@ -123,16 +136,7 @@ def make_samples(out_dir: str | Path) -> Path:
     """
     espeak = require_espeak()
     out = Path(out_dir)
-    rows = []
-
-    for utt in UTTERANCES:
-        audio, rate = synthesize(utt.text, utt.voice, espeak=espeak)
-        audio = resample(audio, rate, SAMPLE_RATE)
-        _check_duration(utt, audio.size, SAMPLE_RATE)
-        rel = f"{utt.id}.flac"
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(out / rel, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-        rows.append(_manifest_row(utt, rel))
+    rows = [_write_clip(out, utt, espeak) for utt in UTTERANCES]
 
     audio, rate = synthesize(STEREO.text, STEREO.voice, espeak=espeak)
     audio = resample(audio, rate, STEREO_RATE)
@@ -144,10 +148,29 @@ def make_samples(out_dir: str | Path) -> Path:
     rows.append(_manifest_row(STEREO, rel))
 
     manifest = out / "manifest.jsonl"
-    with manifest.open("w", encoding="utf-8") as f:
+    _write_manifest(manifest, rows)
+    extra = [_write_clip(out, utt, espeak) for utt in ENGLISH_EXTRA]
+    # Without the language column, so that Whisper detects each file's language (and says how sure it is).
+    english = [{k: v for k, v in row.items() if k != "language"} for row in rows + extra if row["language"] == "en"]
+    _write_manifest(out / ENGLISH_MANIFEST, english)
+    return manifest
+
+
+def _write_clip(out: Path, utt: Utterance, espeak: str) -> dict[str, str]:
+    """One 16 kHz mono FLAC clip; its manifest row."""
+    audio, rate = synthesize(utt.text, utt.voice, espeak=espeak)
+    audio = resample(audio, rate, SAMPLE_RATE)
+    _check_duration(utt, audio.size, SAMPLE_RATE)
+    rel = f"{utt.id}.flac"
+    (out / rel).parent.mkdir(parents=True, exist_ok=True)
+    sf.write(out / rel, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return _manifest_row(utt, rel)
+
+
+def _write_manifest(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

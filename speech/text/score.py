@@ -65,3 +65,29 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
 
 def _rate(edits: int, length: int) -> float:
     return edits / length if length else 0.0
+
+
+def english_words(text: str) -> list[str]:
+    """The words of an English text as word error rates compare them: Whisper's English
+    normalizer (lower case, no punctuation, numbers and British spellings standardized,
+    "twenty five" -> "25"), then split on spaces."""
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    return EnglishTextNormalizer({})(text).split()
+
+
+def english_word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus word error rate of English transcripts, as Whisper's evaluations count it: word
+    edits summed over all pairs / reference words summed.
+
+    Texts are compared as :func:`english_words`. Raises ``ValueError`` if the lists differ in
+    length or the references hold no words.
+    """
+    if len(references) != len(hypotheses):
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
+    refs = [english_words(r) for r in references]
+    words = sum(len(r) for r in refs)
+    if words == 0:
+        raise ValueError("the references hold no words")
+    edits = sum(Levenshtein.distance(r, english_words(h or "")) for r, h in zip(refs, hypotheses))
+    return edits / words
