@@ -70,8 +70,10 @@ def trained(ray_local, checkpoints, words, tmp_path_factory):
     finally:
         kill_session(proc.pid)
         proc.wait()
-    checkpoints_written = sorted((out / "_train" / "run").glob("epoch-*"))
-    before = json.loads((checkpoints_written[-1] / "train_state.json").read_text())["history"]
+    # The checkpoint a rerun resumes from is the last one Ray Train registered in its snapshot;
+    # a later epoch's directory may be on disk already, written before the kill but never registered.
+    latest = json.loads(snapshot.read_text())["latest_checkpoint_result"]["checkpoint_dir_name"]
+    before = json.loads((out / "_train" / "run" / latest / "train_state.json").read_text())["history"]
     assert KILL_AFTER <= len(before) < EPOCHS and not (out / "_summary.json").exists()
 
     assert cli_main(_args(words, out, checkpoints["ctc-xlsr"], config)) == 0

@@ -199,7 +199,7 @@ def test_kokoro_onnx_synthesis_job(kokoro_pair, ray_local, tmp_path):
     for row in rows:
         written, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
         utterances = prepare_row(front_end, row["text"], voice=None, language=None, seed=0,
-                                 max_text_chars=100).utterances
+                                 max_text_chars=100, speed=job.speed).utterances
         want = join_pieces(models["torch"].synthesize(utterances), pause_s=job.sentence_pause_s, sample_rate=rate)
         assert rate == 24_000 and _close(written, np.clip(want, -1, 1)) <= AFTER_FIRST_FRAME + 1 / 32768
 
