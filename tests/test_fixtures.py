@@ -149,6 +149,18 @@ def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cache_directory_is_created_when_missing(tmp_path):
+    """A fresh clone has no .cache/fixtures: the first build makes it (speech bench asr did not)."""
+    root = tmp_path / "fresh" / ".cache" / "fixtures"
+
+    def build(out_dir: Path) -> Path:
+        (out_dir / "weights.bin").write_bytes(b"x")
+        return out_dir
+
+    built = checkpoints.build_cached(root, "thing", build)
+    assert built == root / "thing" and (built / "weights.bin").read_bytes() == b"x"
+
+
 def test_weights_are_a_function_of_the_seed(tmp_path):
     torch.manual_seed(123)
     expected_next = torch.rand(1)

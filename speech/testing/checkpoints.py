@@ -607,6 +607,7 @@ def build_cached(root: Path, name: str, build: Callable[[Path], object], version
     build of ``version`` is there (see :func:`build_fixtures` for the atomic-rename discipline)."""
     final = root / name
     if not _is_complete(final, version):
+        root.mkdir(parents=True, exist_ok=True)  # a fresh clone has no cache directory yet
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
         try:
             tmp.chmod(0o755)  # mkdtemp makes it private; the fixture may be a shared cache
