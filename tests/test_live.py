@@ -35,7 +35,10 @@ from speech.audio import decode
 
 RATE = 24_000  # the Realtime API's PCM rate
 CHUNK = RATE // 10  # samples per append: 100 ms
-ASR_OPTIONS = {"max_new_tokens": 8}  # a random-weight Whisper babbles until its token limit: keep it short
+# A random-weight Whisper babbles until its token limit: keep it short. It also fails every
+# fallback threshold, and the hotter retries sample: one temperature keeps decoding greedy, so
+# the streamed and the offline text can be compared.
+ASR_OPTIONS = {"max_new_tokens": 8, "temperature": 0.0}
 SERVER_ASR_OPTIONS = {**yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())["applications"][0]["args"][
     "asr_options"], **ASR_OPTIONS}  # what the server's models run with
 MAX_SESSION_S = 30.0  # the test server's per-session audio limit (stream_options.max_session_s)

@@ -294,7 +294,7 @@ def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
     assert prepare.budget == 8 * prepare.front_end.window_samples
     audio = list(clips.values())
     items = [
-        transcribe._Item(f"f{k}", "", None, None, windows=prepare.front_end.windows(audio[k % len(audio)]))
+        transcribe._Item(f"f{k}", "", None, None, None, None, windows=prepare.front_end.windows(audio[k % len(audio)]))
         for k in range(20)
     ]
     assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 8, 8]
