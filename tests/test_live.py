@@ -546,7 +546,7 @@ def test_real_whisper_streamed_words_equal_the_offline_words(real_whisper_dir, t
     options = TranscribeOptions(inputs=["unused"], output="unused", model=str(real_whisper_dir), language="en")
     front_end = load_front_end(options.model, options)
     model = StreamingModel(front_end, load_recognizer(options.model, options, "cpu"), default_vad(), StreamOptions())
-    for clip in ENGLISH:
+    for clip in ENGLISH[:3]:  # each clip is a real-weights job and a stream: three keep CI short
         pcm = pcm16(clip)
         resampler = StreamResampler(RATE, front_end.sample_rate)
         audio = np.concatenate([resampler.push(pcm.astype(np.float32) / 32768), resampler.flush()])

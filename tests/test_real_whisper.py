@@ -30,7 +30,7 @@ from conftest import FIXTURES_DIR
 #: Clips of two sentences each (4-7 s).
 CLIPS = 10
 #: Of those, the clips compared token for token with transformers (the slowest engine here).
-COMPARED = 5
+COMPARED = 3
 
 
 @pytest.fixture(scope="module")
