@@ -16,6 +16,7 @@ command-line overrides, run through Ray's own ``serve run``.
 
 # No `from __future__ import annotations` here: Serve validates `args` into the builder's
 # parameter annotation only when that annotation is a class at run time, not a string.
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -25,8 +26,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray.serve import Application
 
-from serve import asr, http, tts
+from serve import asr, http, placement, tts
 from speech.options import OptionsError, StreamOptions, read_config
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "speech"
 IMPORT_PATH = "serve.app:build_app"
@@ -234,14 +237,48 @@ def _check_serve_schema(config: dict[str, Any], source: str) -> None:
         raise ConfigError(f"{source} is not a valid Ray Serve config: " + "; ".join(problems)) from None
 
 
-def run(config: dict[str, Any]) -> None:
+def run(config: dict[str, Any], *, placement_timeout_s: float = 90.0) -> None:
     """Deploy ``config`` with Ray's own ``serve run`` and block until Ctrl-C (then shut Serve down).
 
-    Connects to ``RAY_ADDRESS`` when set, else starts a local Ray, as ``serve run`` does.
+    Connects to ``RAY_ADDRESS`` when set, else starts a local Ray, as ``serve run`` does; first
+    fits the deployments to the cluster (:mod:`serve.placement`). Raises ``PlacementError`` when
+    a deployment can never be placed, or has not been placed ``placement_timeout_s`` seconds
+    after Serve reports it waiting. ``placement_timeout_s`` 0 takes the config as it is and
+    waits forever (an autoscaling cluster adds nodes for pending replicas).
     """
+    import signal
+    import threading
+
+    import ray
     from ray.serve.scripts import cli
 
-    with tempfile.TemporaryDirectory(prefix="speech-serve-") as tmp:
-        path = Path(tmp) / "serve.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        cli.main(args=["run", str(path)], prog_name="serve", standalone_mode=False)
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, namespace="serve")
+    if placement_timeout_s > 0:  # else the cluster may grow (an autoscaler): take the config as it is
+        app = _speech_app(config, "config")
+        note = placement.fit_cpus(app, float(ray.cluster_resources().get("CPU", 0.0)))
+        if note:
+            log.warning("%s", note)
+        reason = placement.never_placeable(app, ray.cluster_resources())
+        if reason:
+            raise placement.PlacementError(reason)
+    stuck: list[str] = []
+
+    def give_up(message: str) -> None:
+        stuck.append(message)
+        # As Ctrl-C: `serve run` shuts Serve down on KeyboardInterrupt (a signal also wakes its sleep).
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    watch = placement.PlacementWatch(APP_NAME, placement_timeout_s, give_up).start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="speech-serve-") as tmp:
+            path = Path(tmp) / "serve.yaml"
+            path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            cli.main(args=["run", str(path)], prog_name="serve", standalone_mode=False)
+    except (KeyboardInterrupt, SystemExit):
+        if not stuck:
+            raise
+    finally:
+        watch.stop()
+    if stuck:
+        raise placement.PlacementError(stuck[0])

@@ -794,6 +794,11 @@ def _add_serve(commands) -> None:
         epilog="example: speech serve --asr-model facebook/wav2vec2-base-960h --tts-model facebook/mms-tts-eng --port 8000",
     )
     p.add_argument("--config", default="configs/serve.yaml", help="Serve config file (default: configs/serve.yaml)")
+    p.add_argument(
+        "--placement-timeout-s", type=float, default=90.0, metavar="S",
+        help="exit 2, naming the deployment and its resources, when Serve has had a replica waiting to be "
+             "scheduled this long (default 90; 0: wait, e.g. for an autoscaler to add nodes)",
+    )
     p.add_argument("--host", help="address to listen on (default: the config's, 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default: the config's, 8000)")
     p.add_argument("--asr-model", dest="asr_models", action="append", metavar="M",
@@ -805,6 +810,7 @@ def _add_serve(commands) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from serve.app import ConfigError, check_models, resolve_config, run
+    from serve.placement import PlacementError
 
     try:
         config = resolve_config(
@@ -813,7 +819,10 @@ def _serve(args: argparse.Namespace) -> int:
         check_models(config)  # what Serve's build step will find, before Ray starts: fails in seconds
     except ConfigError as err:
         raise CliError(str(err)) from err
-    run(config)
+    try:
+        run(config, placement_timeout_s=args.placement_timeout_s)
+    except PlacementError as err:
+        raise CliError(str(err)) from err
     return 0
 
 
