@@ -17,7 +17,8 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, GenerationConfig, pipeline
 
 from jobs import transcribe
-from speech.asr import ModelError, detect_backend, load_front_end, load_recognizer
+from jobs.units import Item
+from speech.asr import ModelError, detect_backend, detect_model, load_front_end, load_recognizer
 from speech.asr.whisper import WhisperFrontEnd, WhisperRecognizer
 from speech.audio import decode
 from speech.cli import main as cli_main
@@ -290,13 +291,10 @@ def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
     # the CPU default (240 s) 20 short files make units of 8, 8 and 4 windows, and the
     # recognizer runs each unit as one generate call.
     options = TranscribeOptions(inputs=["x"], output="y", model=model)
-    prepare = transcribe.PrepareUnits(options, "whisper")
+    prepare = transcribe.PrepareUnits(options, detect_model(model))
     assert prepare.budget == 8 * prepare.front_end.window_samples
     audio = list(clips.values())
-    items = [
-        transcribe._Item(f"f{k}", "", None, None, windows=prepare.front_end.windows(audio[k % len(audio)]))
-        for k in range(20)
-    ]
+    items = [Item(f"f{k}", "", windows=prepare.front_end.windows(audio[k % len(audio)])) for k in range(20)]
     assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 8, 8]
     assert load_recognizer(model, options, "cpu").batch_size == 8
     assert options.budget_s("ctc") == 10.0  # a CTC model's batches count audio: 10 s on a CPU
