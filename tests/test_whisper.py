@@ -300,6 +300,28 @@ def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
     assert options.budget_s("ctc") == 10.0  # a CTC model's batches count audio: 10 s on a CPU
 
 
+@pytest.mark.parametrize("condition", [False, True])
+def test_front_end_plans_the_engine_calls_the_recognizer_makes(model, clips, condition):
+    # The job plans where it prepares (the front end) and the recognizer runs that plan: both
+    # must plan alike, first windows first, one window rank per call when conditioning.
+    options = TranscribeOptions(inputs=["x"], output="y", model=model, batch_seconds=60, temperature=0,
+                                condition_on_previous_text=condition, max_new_tokens=MAX_NEW_TOKENS)
+    front_end, recognizer = load_front_end(model, options), load_recognizer(model, options, "cpu")
+    audio = list(clips.values())
+    # Files of 1, 3 and 2 windows of 30 s.
+    utterances = [front_end.windows(np.tile(audio[k], 1 + 25 * n)[: (30 * n + 5) * RATE]) for k, n in enumerate((0, 2, 1))]
+    assert [len(u) for u in utterances] == [1, 3, 2]
+    planned = front_end.plan(utterances, int(options.budget_s("whisper") * front_end.sample_rate))
+    assert planned == recognizer.plan(utterances, [options.decoding()] * 3)
+    calls = [[(0, 0), (1, 0)], [(2, 0)], [(1, 1), (2, 1)], [(1, 2)]] if condition else [
+        [(0, 0), (1, 0)], [(2, 0), (1, 1)], [(2, 1), (1, 2)]]
+    assert planned == calls
+    for got, want in zip(recognizer.transcribe(utterances, batches=planned), recognizer.transcribe(utterances)):
+        _same(got, want)
+    with pytest.raises(ValueError, match="not each of"):
+        recognizer.transcribe(utterances, batches=planned[1:])
+
+
 def test_cli_refuses_options_the_model_cannot_honour(model, checkpoints, tmp_path, capsys):
     base = ["transcribe", str(SAMPLES), "-o", str(tmp_path / "out")]
     assert cli_main(base + ["--model", model, "--language", "klingon"]) == 2
