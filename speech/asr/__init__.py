@@ -57,16 +57,20 @@ def _ctc_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     )
 
 
-def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
-    from speech.asr.ctc import CtcRecognizer
+def _ctc_recognizer(engine: str) -> Callable[[str, TranscribeOptions, str], Recognizer]:
+    def load(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+        from speech.asr.ctc import CtcRecognizer
 
-    return CtcRecognizer(
-        model,
-        device=device,
-        dtype=options.dtype,
-        batch_seconds=options.budget_s("ctc"),
-        strict_padding=options.strict_padding,
-    )
+        return CtcRecognizer(
+            model,
+            device=device,
+            dtype=options.dtype,
+            batch_seconds=options.budget_s("ctc"),
+            strict_padding=options.strict_padding,
+            engine=engine,
+        )
+
+    return load
 
 
 def _check_ctc(model: str, options: TranscribeOptions) -> None:
@@ -160,9 +164,9 @@ def _check_whisper(model: str, options: TranscribeOptions) -> None:
 
 
 _BACKENDS = {
-    ModelKind("ctc", "transformers"): _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc),
-    # The recognizer picks its network's engine from the directory (speech.asr.ctc._network).
-    ModelKind("ctc", "onnxruntime"): _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc_onnx),
+    ModelKind("ctc", "transformers"): _Backend(_ctc_front_end, _ctc_recognizer("transformers"), _check_ctc),
+    # One recognizer around either engine's network (speech.asr.ctc.CtcNetwork).
+    ModelKind("ctc", "onnxruntime"): _Backend(_ctc_front_end, _ctc_recognizer("onnxruntime"), _check_ctc_onnx),
     ModelKind("whisper", "transformers"): _Backend(_whisper_front_end, _whisper_recognizer, _check_whisper),
     ModelKind("whisper", "ctranslate2"): _Backend(_whisper_ct2_front_end, _whisper_ct2_recognizer, _check_whisper_ct2),
 }

@@ -110,6 +110,8 @@ class CtcRecognizer:
         batch_seconds: padded audio seconds per forward pass.
         strict_padding: for models without attention masks, never pad (batch only
             equal-length windows), since padding changes their output.
+        engine: ``"transformers"`` or ``"onnxruntime"`` as the registry detected it; None:
+            from the directory.
     """
 
     backend = "ctc"
@@ -123,13 +125,15 @@ class CtcRecognizer:
         dtype: str = "float32",
         batch_seconds: float = 10.0,
         strict_padding: bool = True,
+        engine: str | None = None,
     ):
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         feature_extractor = AutoFeatureExtractor.from_pretrained(model)
         self.sample_rate = int(feature_extractor.sampling_rate)
         self.padding_value = float(feature_extractor.padding_value)
         self.uses_attention_mask = bool(feature_extractor.return_attention_mask)
-        self.network = _network(model, device=device, dtype=dtype, attention_mask=self.uses_attention_mask)
+        self.network = _network(model, device=device, dtype=dtype, attention_mask=self.uses_attention_mask,
+                                engine=engine)
         self.engine = self.network.engine
         self.ratio = int(AutoConfig.from_pretrained(model).inputs_to_logits_ratio)
         self.frame_s = self.ratio / self.sample_rate
@@ -304,11 +308,14 @@ class TorchCtcNetwork:
         return self.model._get_feat_extract_output_lengths(torch.from_numpy(lengths)).tolist()
 
 
-def _network(model: str, *, device: str, dtype: str, attention_mask: bool) -> CtcNetwork:
-    """The engine ``model`` asks for: onnxruntime for an exported directory, else PyTorch."""
+def _network(model: str, *, device: str, dtype: str, attention_mask: bool, engine: str | None) -> CtcNetwork:
+    """The network on ``engine``; None: the one ``model`` asks for (onnxruntime for an exported
+    directory, else PyTorch)."""
     from speech.onnx_model import is_onnx_model
 
-    if is_onnx_model(model):
+    if engine is None:
+        engine = "onnxruntime" if is_onnx_model(model) else "transformers"
+    if engine == "onnxruntime":
         from speech.asr.ctc_onnx import OnnxCtcNetwork
 
         return OnnxCtcNetwork(model, device=device, dtype=dtype, attention_mask=attention_mask)
