@@ -18,7 +18,8 @@ from jobs.output import count_rows, write_summary
 from jobs.task import Task
 from jobs.transcribe import Plan, RecognizeUnits
 
-from speech.asr import ModelError, ModelKind
+from speech.asr import FrontEnd, ModelError, ModelKind
+from speech.asr.base import Batches
 from speech.asr.embed import Embedder, inspect_model, load_embed_front_end
 from speech.options import EmbedOptions
 from speech.schema import EmbeddingRow, embedding_schema, embeddings_table
@@ -28,7 +29,7 @@ from speech.testing import faults
 class EmbedUnits(RecognizeUnits):
     """Ray Data callable holding one embedder: packed units -> embedding rows."""
 
-    def _load(self, options: EmbedOptions, device: str) -> Embedder:
+    def _load(self, options: EmbedOptions, kind: ModelKind, device: str) -> Embedder:
         embedder = Embedder(
             options.model,
             layer=options.layer,
@@ -41,9 +42,9 @@ class EmbedUnits(RecognizeUnits):
         self.schema = _schema(options)
         return embedder
 
-    def _infer(self, items: list) -> list:
+    def _infer(self, items: list, batches: Batches) -> list:
         faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
-        return self.recognizer.embed([i.windows for i in items])
+        return self.recognizer.embed([i.windows for i in items], batches)
 
     def _row(self, item, result) -> EmbeddingRow:
         embedder: Embedder = self.recognizer
@@ -97,6 +98,10 @@ def _detect(options: EmbedOptions) -> ModelKind:
     return ModelKind(Embedder.backend, "transformers")
 
 
+def _front_end(options: EmbedOptions, kind: ModelKind) -> FrontEnd:
+    return load_embed_front_end(options.model, options)  # one kind: the CTC front end
+
+
 def _schema(options: EmbedOptions) -> pa.Schema:
     hidden = inspect_model(options.model).hidden_size
     return embedding_schema(hidden, pooling=options.pooling, all_layers=options.layer == "all")
@@ -128,7 +133,7 @@ def summarize(options: EmbedOptions, kind: ModelKind, wall_seconds: float, *, ch
 
 
 EMBED = Task(
-    "embed", detect=_detect, front_end=load_embed_front_end, model_stage=EmbedUnits, schema=_schema,
+    "embed", detect=_detect, front_end=_front_end, model_stage=EmbedUnits, schema=_schema,
     summarize=summarize,
 )
 

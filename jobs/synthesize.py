@@ -23,7 +23,6 @@ import io
 import json
 import logging
 import math
-import pickle
 import time
 from dataclasses import dataclass
 
@@ -42,19 +41,27 @@ from speech.options import SynthesizeOptions
 from speech.schema import SYNTHESIS_SCHEMA, SynthesisRow, synthesis_table
 from speech.text import TextError
 from speech.text.corpus import read_corpus
-from speech.tts import check_options, load_front_end, load_model
+from speech.tts import Utterance, check_options, load_front_end, load_model
 from speech.tts.frontend import deal_voices, join_pieces, prepare_row
 
 log = logging.getLogger(__name__)
 
 
 # Columns between the stages (besides the corpus columns).
-_PAYLOAD = "payload"  # pickled list[Utterance] from the front end
+_UTTERANCES = "utterances"  # the row's encoded pieces (UTTERANCE_TYPE) from the front end
 _SAMPLES = "samples"  # float32 waveform bytes from the model
 _SAMPLE_RATE = "sample_rate"
+#: One speech.tts.Utterance as a column value. Its ``inputs`` are token ids (``tokens``) or a
+#: string of symbols (``symbols``: phonemes, normalized text), as the backend's front end encodes.
+UTTERANCE_TYPE = pa.struct([
+    pa.field("text", pa.string()), pa.field("tokens", pa.list_(pa.int64())), pa.field("symbols", pa.string()),
+    pa.field("cost", pa.int64()), pa.field("voice", pa.string()), pa.field("seed", pa.int64()),
+    pa.field("speed", pa.float64()),
+])
 #: What the front end stage adds to ``id`` and ``text``, with types; the model stage passes it on.
 _PREPARED = {"voice": pa.string(), "seed": pa.int64(), "language": pa.string(), "speed": pa.float64(),
-             "text_normalized": pa.string(), "unknown_chars": pa.string(), _PAYLOAD: pa.binary(), "error": pa.string()}
+             "text_normalized": pa.string(), "unknown_chars": pa.string(), _UTTERANCES: pa.list_(UTTERANCE_TYPE),
+             "error": pa.string()}
 _PASSED = ("id", "text", "voice", "seed", "language", "speed", "text_normalized", "unknown_chars")
 
 
@@ -66,6 +73,22 @@ def audio_name(row_id: str, fmt: str) -> str:
         return file_name(row_id, f".{fmt}")
     except UnsafeName as err:
         raise TextError(f"id cannot be used as a file name: {err}") from None
+
+
+def utterance_values(utterances: list[Utterance]) -> list[dict]:
+    """``utterances`` as values of an ``UTTERANCE_TYPE`` list column."""
+    values = []
+    for u in utterances:
+        tokens = None if isinstance(u.inputs, str) else [int(t) for t in u.inputs]
+        values.append({"text": u.text, "tokens": tokens, "symbols": u.inputs if tokens is None else None,
+                       "cost": u.cost, "voice": u.voice, "seed": u.seed, "speed": u.speed})
+    return values
+
+
+def read_utterances(values: list[dict]) -> list[Utterance]:
+    """The utterances of one ``UTTERANCE_TYPE`` list value (as ``to_pylist`` gives it)."""
+    return [Utterance(text=v["text"], inputs=v["symbols"] if v["tokens"] is None else v["tokens"], cost=v["cost"],
+                      voice=v["voice"], seed=v["seed"], speed=v["speed"]) for v in values]
 
 
 class PrepareRows:
@@ -83,7 +106,7 @@ class PrepareRows:
             language = row["language"] or options.language
             voice = row["voice"] or options.voice
             speed = options.speed if row["speed"] is None else row["speed"]
-            payload = error = spoken = None
+            utterances = error = spoken = None
             unknown = ""
             try:
                 audio_name(row["id"], options.format)
@@ -95,10 +118,10 @@ class PrepareRows:
             except TextError as err:
                 error, spoken, unknown = str(err), err.spoken, err.unknown
             else:
-                payload = pickle.dumps(prepared.utterances, protocol=5)
+                utterances = utterance_values(prepared.utterances)
                 spoken, unknown, voice = prepared.spoken, prepared.unknown, prepared.utterances[0].voice
             for name, value in (("voice", voice), ("seed", seed), ("language", language), ("speed", speed),
-                                ("text_normalized", spoken), ("unknown_chars", unknown or None), (_PAYLOAD, payload),
+                                ("text_normalized", spoken), ("unknown_chars", unknown or None), (_UTTERANCES, utterances),
                                 ("error", error)):
                 columns[name].append(value)
         return pa.table({"id": batch["id"], "text": batch["text"],
@@ -117,7 +140,7 @@ class SynthesizeRows:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
-        todo = {i: pickle.loads(r[_PAYLOAD]) for i, r in enumerate(rows) if r["error"] is None}
+        todo = {i: read_utterances(r[_UTTERANCES]) for i, r in enumerate(rows) if r["error"] is None}
         results = self._synthesize(todo)
         samples, counts = [], []
         for i, row in enumerate(rows):

@@ -24,10 +24,11 @@ class Task:
     # The model's backend (a DEFAULT_BATCH_SECONDS key) and engine, from configs alone, before
     # Ray starts; raises speech.asr.ModelError for a model or options the task cannot use.
     detect: Callable[[AudioJobOptions], ModelKind]
-    # (model, options) -> the CPU front end of the prepare actors (pickled to them by Ray).
-    front_end: Callable[[str, AudioJobOptions], FrontEnd]
-    # Ray Data callable class taking (options): packed units -> a table of output rows
-    # (jobs.transcribe.RecognizeUnits or a subclass).
+    # (options, kind) -> the CPU front end of the prepare actors (pickled to them by Ray); kind
+    # is what detect returned in the driver, so actors never detect again.
+    front_end: Callable[[AudioJobOptions, ModelKind], FrontEnd]
+    # Ray Data callable class taking (options, kind): packed units (jobs.units) -> a table of
+    # output rows (jobs.transcribe.RecognizeUnits or a subclass).
     model_stage: type
     # Of the output rows; it has the columns a resume compares (id, path, input_size, input_mtime).
     schema: Callable[[AudioJobOptions], pa.Schema]

@@ -7,10 +7,11 @@ sorted in the driver):
    each file's header for its duration; unreadable files get an ``error`` here and flow on.
 2. **sort** by duration, globally, so that neighbours have similar lengths.
 3. **prepare** (CPU actors holding the front end): decode, resample, extract
-   features, chunk long files, and pack the window's utterances into *units* whose
-   padded audio fits the batch budget. Padding itself happens only in the model actor.
+   features, chunk long files, and pack the window's utterances into *units* (jobs/units.py,
+   Arrow columns) with their model batches planned (padded audio within the batch budget).
+   Padding itself happens only in the model actor.
 4. **recognize** (model actors, one model replica each, GPU when configured): run
-   the network on one unit per call and emit one row per input.
+   the network on one unit per call, batch by batch as planned, and emit one row per input.
 5. **write** Parquet under OUTPUT, then summarize it into ``_summary.json``.
 
 Every input row reaches the output exactly once, with its transcript or its error.
@@ -22,11 +23,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import pickle
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Iterator
 
 import pyarrow as pa
@@ -36,9 +35,10 @@ import ray
 from jobs import output as output_files
 from jobs.output import Output, count_rows, open_output, write_summary
 from jobs.task import Task
-from speech.asr import FrontEnd, ModelKind, Window, detect_model, load_front_end, load_recognizer
+from jobs.units import Item, Unit, read_units, units_table
+from speech.asr import FrontEnd, ModelKind, detect_model, load_front_end, load_recognizer
+from speech.asr.base import Batches
 from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
-from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
 from speech.options import AudioJobOptions, TranscribeOptions
 from speech.testing import faults
@@ -52,28 +52,6 @@ _PROBE_BLOCK_ROWS = 256  # input rows per probe task
 # and distributed sort costs ~12 s of task start-up and shuffle. Bigger corpora use Ray Data.
 _DRIVER_PROBE_ROWS = 4096
 _DRIVER_PROBE_THREADS = 16
-
-
-@dataclass
-class _Item:
-    """One input row on its way through prepare -> recognize."""
-
-    id: str
-    path: str
-    input_size: int | None
-    input_mtime: datetime | None
-    reference: str | None
-    language: str | None
-    duration_s: float | None = None
-    error: str | None = None
-    windows: list[Window] = field(default_factory=list)
-
-
-@dataclass
-class _Unit:
-    """What one model call receives: utterances whose padded audio fits the budget."""
-
-    items: list[_Item]
 
 
 def probe_batch(batch: pa.Table, max_duration_s: float | None = None, timeout_s: float | None = None) -> pa.Table:
@@ -97,24 +75,27 @@ def probe_batch(batch: pa.Table, max_duration_s: float | None = None, timeout_s:
 
 
 class PrepareUnits:
-    """Ray Data callable: a window of sorted input rows -> packed units (one row each)."""
+    """Ray Data callable: a window of sorted input rows -> packed units (rows of
+    :data:`jobs.units.UNIT_SCHEMA`, one per unit).
 
-    def __init__(self, options: AudioJobOptions, backend: str, front_end=load_front_end):
-        self.front_end: FrontEnd = front_end(options.model, options)
-        self.budget = int(options.budget_s(backend) * self.front_end.sample_rate)
+    ``kind``: the model's, as the driver detected it; ``front_end``: the task's
+    ``(options, kind) -> FrontEnd`` (see :class:`jobs.task.Task`).
+    """
+
+    def __init__(self, options: AudioJobOptions, kind: ModelKind, front_end=None):
+        self.front_end: FrontEnd = (front_end or _front_end)(options, kind)
+        self.budget = int(options.budget_s(kind.backend) * self.front_end.sample_rate)
         self.max_seconds = options.max_duration_s
         self.timeout_s = options.read_timeout_s
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
         items = [self._prepare(row) for row in batch.to_pylist()]
-        # One block per unit: Ray Data hands blocks to model actors, so this lets every
-        # actor of the pool (on every node) take units from the same window.
         for unit in self._pack(items):
-            yield pa.table({"payload": pa.array([pickle.dumps(unit, protocol=5)], pa.binary())})
+            yield units_table([unit])
 
-    def _prepare(self, row: dict) -> _Item:
-        item = _Item(row["id"], row["path"], row["input_size"], row["input_mtime"], row["reference"], row["language"],
-                     error=row["error"])
+    def _prepare(self, row: dict) -> Item:
+        item = Item(**{name: row[name] for name in ("id", "path", "reference", "language", "input_size", "input_mtime",
+                                                     "error")})
         if item.error is None:
             try:
                 audio = decode(item.path, self.front_end.sample_rate, max_seconds=self.max_seconds,
@@ -125,69 +106,76 @@ class PrepareUnits:
                 item.error = _describe(err)
         return item
 
-    def _pack(self, items: list[_Item]) -> list[_Unit]:
+    def _pack(self, items: list[Item]) -> list[Unit]:
         failed = [i for i in items if i.error is not None]
         speechless = [i for i in items if i.error is None and not i.windows]  # VAD found no speech
         chunked = [i for i in items if len(i.windows) > 1]
         single = [i for i in items if len(i.windows) == 1]
-        lengths = [self.front_end.batch_cost(i.windows[0]) for i in single]
-        units = [_Unit([single[j] for j in batch]) for batch in plan_batches(lengths, self.budget)]
-        # A chunked file is one unit (the recognizer batches its chunks), so its
-        # chunks are stitched where they are computed, with no shuffle.
-        units += [_Unit([item]) for item in chunked]
+        # Files of one window: a unit per model batch.
+        units = [
+            Unit([single[u] for u, _ in batch], [[(j, 0) for j in range(len(batch))]])
+            for batch in self.front_end.plan([i.windows for i in single], self.budget)
+        ]
+        # A chunked file is one unit holding its chunks' batches, so its chunks are stitched
+        # where they are computed, with no shuffle.
+        units += [Unit([item], self.front_end.plan([item.windows], self.budget)) for item in chunked]
         if failed or speechless:
             # Error rows and speechless files cost nothing to carry; they ride along to the
             # writer (the recognizer gives a file without windows an empty transcript).
-            units.append(_Unit(failed + speechless))
+            units.append(Unit(failed + speechless))
         return units
 
 
 class RecognizeUnits:
-    """Ray Data callable holding one model replica: packed units -> transcript rows."""
+    """Ray Data callable holding one model replica: packed units -> transcript rows.
 
-    def __init__(self, options: TranscribeOptions):
+    ``kind``: the model's, as the driver detected it (the actor loads that backend directly).
+    """
+
+    def __init__(self, options: TranscribeOptions, kind: ModelKind):
         import torch
 
         torch.set_num_threads(options.threads)
         device = "cuda" if options.gpus_per_actor > 0 else "cpu"
         self.options = options
-        self.recognizer = self._load(options, device)
+        self.recognizer = self._load(options, kind, device)
         self.sample_rate = self.recognizer.sample_rate
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows: list[TranscriptRow] = []
-        for payload in batch["payload"].to_pylist():
-            rows.extend(self._recognize(pickle.loads(payload).items))
+        for unit in read_units(batch):
+            rows.extend(self._recognize(unit))
         return self._table(rows)
 
     # What a subclass (another task on this spine) replaces: the model, its call, the rows.
 
-    def _load(self, options: TranscribeOptions, device: str):
-        return load_recognizer(options.model, options, device)
+    def _load(self, options: TranscribeOptions, kind: ModelKind, device: str):
+        return load_recognizer(options.model, options, device, kind)
 
     def _table(self, rows: list[TranscriptRow]) -> pa.Table:
         return transcripts_table(rows)
 
-    def _recognize(self, items: list[_Item]) -> list[TranscriptRow]:
+    def _recognize(self, unit: Unit) -> list[TranscriptRow]:
+        items = unit.items
         todo = [item for item in items if item.error is None]
         faults.maybe_crash(self.options.faults, [i.id for i in todo])  # test hook; no-op by default
         results: dict[str, object] = {}
         try:
-            results.update(zip((i.id for i in todo), self._infer(todo)))
+            results.update(zip((i.id for i in todo), self._infer(todo, unit.batches_of(todo))))
         except Exception as err:  # noqa: BLE001 - a poison item must not fail its batch-mates
             log.warning("batch of %d failed (%s); retrying item by item", len(todo), _describe(err))
             for item in todo:
                 try:
-                    results[item.id] = self._infer([item])[0]
+                    results[item.id] = self._infer([item], unit.batches_of([item]))[0]
                 except Exception as item_err:  # noqa: BLE001 - recorded in the row's error
                     results[item.id] = f"model failed: {_describe(item_err)}"
         return [self._row(item, results.get(item.id)) for item in items]
 
-    def _infer(self, items: list[_Item]) -> list:
+    def _infer(self, items: list[Item], batches: Batches) -> list:
         faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
-        return self.recognizer.transcribe([i.windows for i in items], [i.language for i in items])
+        return self.recognizer.transcribe([i.windows for i in items], [i.language for i in items], batches=batches)
 
-    def _row(self, item: _Item, result) -> TranscriptRow:
+    def _row(self, item: Item, result) -> TranscriptRow:
         row = TranscriptRow(
             id=item.id,
             path=item.path,
@@ -313,7 +301,7 @@ def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = 
             len(plan.changed), len(plan.removed), dropped,
         )
         if todo.num_rows:
-            _pipeline(options, plan.kind.backend, todo, task).write_parquet(options.output, schema=task.schema(options))
+            _pipeline(options, plan.kind, todo, task).write_parquet(options.output, schema=task.schema(options))
         return task.summarize(options, plan.kind, time.perf_counter() - started,
                               changed=len(plan.changed), removed=len(plan.removed))
 
@@ -344,19 +332,19 @@ def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset
     )
 
 
-def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task | None = None) -> ray.data.Dataset:
+def _pipeline(options: AudioJobOptions, kind: ModelKind, todo: pa.Table, task: Task | None = None) -> ray.data.Dataset:
     task = task or TRANSCRIBE
     pool = options.pool
     dataset = _sorted_inputs(options, todo).map_batches(
         PrepareUnits,
-        fn_constructor_args=(options, backend, task.front_end),
+        fn_constructor_args=(options, kind, task.front_end),
         batch_size=options.prepare_window,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
         num_cpus=options.cpus_per_prepare,
     ).map_batches(
         task.model_stage,
-        fn_constructor_args=(options,),
+        fn_constructor_args=(options, kind),
         batch_size=1,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
@@ -369,7 +357,7 @@ def _pipeline(options: AudioJobOptions, backend: str, todo: pa.Table, task: Task
     # corpus. A budget sized in batches backpressures preparation and keeps memory flat.
     # The dataset's context is its own copy; the process-wide DataContext stays untouched.
     limits = dataset.context.execution_options.resource_limits
-    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=options.object_store_bytes(backend))
+    dataset.context.execution_options.resource_limits = limits.copy(object_store_memory=options.object_store_bytes(kind.backend))
     return dataset
 
 
@@ -405,12 +393,16 @@ def _detect(options: TranscribeOptions) -> ModelKind:
     return detect_model(options.model, options)
 
 
+def _front_end(options: TranscribeOptions, kind: ModelKind) -> FrontEnd:
+    return load_front_end(options.model, options, kind)
+
+
 def _schema(options: TranscribeOptions) -> pa.Schema:
     return TRANSCRIPT_SCHEMA
 
 
 TRANSCRIBE = Task(
-    "transcribe", detect=_detect, front_end=load_front_end, model_stage=RecognizeUnits, schema=_schema,
+    "transcribe", detect=_detect, front_end=_front_end, model_stage=RecognizeUnits, schema=_schema,
     summarize=summarize,
 )
 

@@ -49,24 +49,74 @@ def plan_batches(lengths: Sequence[int], max_padded: int, *, exact_lengths: bool
     return batches
 
 
+def plan_windows(
+    costs: Sequence[Sequence[int]], max_padded: int, *, exact_lengths: bool = False, by_rank: bool = False,
+) -> list[list[tuple[int, int]]]:
+    """The model calls that run the windows of several utterances, planned with :func:`plan_batches`.
+
+    Args:
+        costs: per utterance, the batching cost of each of its windows (see ``FrontEnd.batch_cost``).
+        max_padded, exact_lengths: as :func:`plan_batches`.
+        by_rank: a batch holds windows of one rank (window k of its utterance) only, and window
+            k of every utterance comes before window k + 1 of any (decoding that prompts a
+            window with the text of the one before it).
+
+    Returns:
+        ``(utterance, window)`` pairs per model call, in call order. Windows are taken first
+        windows first (rank, then utterance) and length ties keep that order, so the first
+        window of an utterance never comes after one of its later windows.
+    """
+    order = sorted(((u, k) for u, windows in enumerate(costs) for k in range(len(windows))), key=lambda uk: (uk[1], uk[0]))
+    groups = [[uk for uk in order if uk[1] == k] for k in sorted({k for _, k in order})] if by_rank else [order]
+    batches: list[list[tuple[int, int]]] = []
+    for group in groups:
+        lengths = [costs[u][k] for u, k in group]
+        batches += [[group[i] for i in batch] for batch in plan_batches(lengths, max_padded, exact_lengths=exact_lengths)]
+    return batches
+
+
+def check_batches(counts: Sequence[int], batches: Sequence[Sequence[tuple[int, int]]]) -> None:
+    """Raise ``ValueError`` unless ``batches`` (see :func:`plan_windows`) run every window of
+    utterances with ``counts`` windows exactly once."""
+    planned = sorted(uk for batch in batches for uk in batch)
+    wanted = [(u, k) for u, count in enumerate(counts) for k in range(count)]
+    if planned != wanted:
+        raise ValueError(f"the planned batches run windows {planned}, not each of {wanted} once")
+
+
+def run_planned(
+    inputs: Sequence[Sequence[np.ndarray]], batches: Sequence[Sequence[tuple[int, int]]],
+    forward: Callable[[list[np.ndarray]], Sequence[T]],
+) -> tuple[dict[tuple[int, int], T], dict[tuple[int, int], int]]:
+    """Call ``forward`` on each planned batch (see :func:`plan_windows`) of ``inputs[u][k]``.
+
+    Returns, by ``(u, k)``, its output (``forward`` returns one per batch item, in order) and
+    the padded length of its batch (what it cost the model). Raises ``ValueError`` unless the
+    batches run every input exactly once.
+    """
+    check_batches([len(x) for x in inputs], batches)
+    outputs: dict[tuple[int, int], T] = {}
+    computed: dict[tuple[int, int], int] = {}
+    for batch in batches:
+        arrays = [inputs[u][k] for u, k in batch]
+        longest = max(len(x) for x in arrays)
+        for uk, output in zip(batch, forward(arrays), strict=True):
+            outputs[uk], computed[uk] = output, longest
+    return outputs, computed
+
+
 def run_batches(
     inputs: Sequence[np.ndarray], max_padded: int, forward: Callable[[list[np.ndarray]], Sequence[T]],
     *, exact_lengths: bool = False,
 ) -> tuple[list[T], list[int]]:
     """Call ``forward`` on the batches :func:`plan_batches` makes of ``inputs`` (by length).
 
-    Returns, per input in the given order, its output (``forward`` returns one per batch item,
-    in order) and the padded length of its batch (what it cost the model).
+    Returns, per input in the given order, its output and the padded length of its batch.
     """
-    lengths = [len(x) for x in inputs]
-    outputs: list = [None] * len(inputs)
-    computed = [0] * len(inputs)
-    for batch in plan_batches(lengths, max_padded, exact_lengths=exact_lengths):
-        longest = max(lengths[i] for i in batch)
-        for i, output in zip(batch, forward([inputs[i] for i in batch]), strict=True):
-            outputs[i] = output
-            computed[i] = longest
-    return outputs, computed
+    single = [[x] for x in inputs]
+    batches = plan_windows([[len(x)] for x in inputs], max_padded, exact_lengths=exact_lengths)
+    outputs, computed = run_planned(single, batches, forward)
+    return [outputs[i, 0] for i in range(len(inputs))], [computed[i, 0] for i in range(len(inputs))]
 
 
 def pad(arrays: Sequence[np.ndarray], padding_value: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

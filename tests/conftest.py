@@ -204,14 +204,15 @@ def job_texts(inputs: list[str], model: Path, output: Path, **options) -> dict[s
     import pyarrow as pa
 
     from jobs.transcribe import PrepareUnits, RecognizeUnits, probe_batch
-    from speech.asr import detect_backend
+    from speech.asr import detect_model
     from speech.inputs import resolve_inputs
     from speech.options import TranscribeOptions
 
     options = TranscribeOptions(inputs=inputs, output=str(output), model=str(model), cpus_per_actor=0.5, **options)
     table = probe_batch(resolve_inputs(options.inputs))
-    recognize = RecognizeUnits(options)
-    prepare = PrepareUnits(options, detect_backend(options.model))
+    kind = detect_model(options.model, options)
+    recognize = RecognizeUnits(options, kind)
+    prepare = PrepareUnits(options, kind)
     rows = pa.concat_tables([recognize(unit) for unit in prepare(table)]).to_pylist()
     assert all(r["error"] is None for r in rows), [r["error"] for r in rows]
     return {r["path"]: r["text"] for r in rows}

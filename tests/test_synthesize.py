@@ -12,12 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import soundfile as sf
 import torch
 
 from conftest import FIXTURES_DIR
 from jobs.output import OutputError
+from jobs.synthesize import UTTERANCE_TYPE, read_utterances, utterance_values
 from speech.options import SynthesizeOptions
 from speech.testing.tts_checkpoints import KOKORO_VOICES, build_kokoro_fixture, build_tts_fixtures
 from speech.text import TextError
@@ -101,6 +103,15 @@ def test_vits_batched_equals_single_and_reruns_identically(vits):
     assert all(np.array_equal(a, b) for a, b in zip(model.synthesize(utterances), again))
     other_seed = _prepare(front_end, ["안녕하세요."], seed=99)
     assert not np.array_equal(model.synthesize(other_seed)[0][:100], model.synthesize(utterances[:1])[0][:100])
+
+
+def test_utterances_round_trip_through_the_stage_column(vits, chattts):
+    # Token ids (VITS) and symbol strings (ChatTTS) survive the Arrow column between the stages.
+    for front_end, speed in ((vits[1], 1.5), (chattts[0], None)):
+        utterances = prepare_row(front_end, "Hello there. How are you today?", voice=None, language="en",
+                                 seed=3, max_text_chars=200, speed=speed).utterances
+        column = pa.array([utterance_values(utterances)], pa.list_(UTTERANCE_TYPE))
+        assert read_utterances(column.to_pylist()[0]) == utterances
 
 
 def test_vits_speed_is_applied_per_utterance(vits):

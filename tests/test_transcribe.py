@@ -13,7 +13,10 @@ import torch
 from transformers import pipeline
 
 from jobs import transcribe
+from jobs.units import read_units
+from speech.asr import detect_model
 from speech.audio import decode
+from speech.inputs import resolve_inputs
 from speech.cli import main as cli_main
 from speech.options import TranscribeOptions
 from speech.schema import TRANSCRIPT_SCHEMA
@@ -93,6 +96,35 @@ def test_bucketed_batches_equal_one_at_a_time_pipeline(ray_local, checkpoints, m
     assert 0.5 < efficiency <= 1.0
     if name == "ctc-base":  # strict padding: no-mask models are never padded
         assert efficiency == pytest.approx(1.0)
+
+
+def test_model_stage_runs_the_batches_prepare_planned(checkpoints, mixed_corpus, one_thread, monkeypatch):
+    # ctc-base takes no attention mask, so with strict padding a batch holds windows of one
+    # length only: prepare plans them so (long files' chunks too), and the recognizer runs the
+    # plan it is given without planning again.
+    options = TranscribeOptions(inputs=[str(mixed_corpus)], output="unused", model=str(checkpoints["ctc-base"]),
+                                batch_seconds=10, chunk_length_s=8, torch_threads=1)
+    kind = detect_model(options.model, options)  # once, as the driver does
+    prepare, recognize = transcribe.PrepareUnits(options, kind), transcribe.RecognizeUnits(options, kind)
+    blocks = list(prepare(transcribe.probe_batch(resolve_inputs(options.inputs))))
+    units = [unit for block in blocks for unit in read_units(block)]
+    assert any(len(unit.batches) > 1 for unit in units)  # a chunked file's batches
+    assert any(len(batch) > 1 for unit in units for batch in unit.batches)  # files sharing a call
+    for unit in units:
+        for batch in unit.batches:
+            lengths = {unit.items[u].windows[k].num_samples for u, k in batch}
+            assert len(lengths) == 1 and (len(batch) * lengths.pop() <= prepare.budget or len(batch) == 1)
+
+    def replan(*args, **kwargs):
+        raise AssertionError("the model stage planned batches again")
+
+    monkeypatch.setattr("speech.asr.ctc.plan_windows", replan)
+    rows = [row for block in blocks for row in recognize(block).to_pylist()]
+    assert sorted(r["id"] for r in rows) == sorted(p.name for p in mixed_corpus.iterdir())
+    assert all(r["error"] is None for r in rows), [r["error"] for r in rows if r["error"]]
+    # Nothing was padded: each file cost the model exactly its windows' samples.
+    covered = {item.id: sum(w.num_samples for w in item.windows) / RATE for unit in units for item in unit.items}
+    assert {r["id"]: r["computed_s"] for r in rows} == pytest.approx(covered)
 
 
 def test_long_input_is_chunked_like_the_pipeline(ray_local, checkpoints, tmp_path, one_thread):
@@ -195,7 +227,7 @@ def test_large_corpus_path_and_object_store_cap_change_no_row(ray_local, checkpo
     monkeypatch.setattr(transcribe, "_DRIVER_PROBE_ROWS", 0)
     with transcribe.check(capped) as plan:  # the plan holds the output's lease until released
         todo = plan.todo
-    assert transcribe._pipeline(capped, "ctc", todo).context.execution_options.resource_limits.object_store_memory == 2**20
+    assert transcribe._pipeline(capped, plan.kind, todo).context.execution_options.resource_limits.object_store_memory == 2**20
     transcribe.run(capped)
     got = transcribe.read_output(capped.output).to_pandas().set_index("id").sort_index()
     assert len(got) == len(want) == len(bad) + 1 + 10

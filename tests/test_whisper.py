@@ -17,7 +17,8 @@ import torch
 from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, GenerationConfig, pipeline
 
 from jobs import transcribe
-from speech.asr import ModelError, detect_backend, load_front_end, load_recognizer
+from jobs.units import Item
+from speech.asr import ModelError, detect_backend, detect_model, load_front_end, load_recognizer
 from speech.asr.whisper import WhisperFrontEnd, WhisperRecognizer
 from speech.audio import decode
 from speech.cli import main as cli_main
@@ -290,16 +291,35 @@ def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
     # the CPU default (240 s) 20 short files make units of 8, 8 and 4 windows, and the
     # recognizer runs each unit as one generate call.
     options = TranscribeOptions(inputs=["x"], output="y", model=model)
-    prepare = transcribe.PrepareUnits(options, "whisper")
+    prepare = transcribe.PrepareUnits(options, detect_model(model))
     assert prepare.budget == 8 * prepare.front_end.window_samples
     audio = list(clips.values())
-    items = [
-        transcribe._Item(f"f{k}", "", None, None, None, None, windows=prepare.front_end.windows(audio[k % len(audio)]))
-        for k in range(20)
-    ]
+    items = [Item(f"f{k}", "", windows=prepare.front_end.windows(audio[k % len(audio)])) for k in range(20)]
     assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 8, 8]
     assert load_recognizer(model, options, "cpu").batch_size == 8
     assert options.budget_s("ctc") == 10.0  # a CTC model's batches count audio: 10 s on a CPU
+
+
+@pytest.mark.parametrize("condition", [False, True])
+def test_front_end_plans_the_engine_calls_the_recognizer_makes(model, clips, condition):
+    # The job plans where it prepares (the front end) and the recognizer runs that plan: both
+    # must plan alike, first windows first, one window rank per call when conditioning.
+    options = TranscribeOptions(inputs=["x"], output="y", model=model, batch_seconds=60, temperature=0,
+                                condition_on_previous_text=condition, max_new_tokens=MAX_NEW_TOKENS)
+    front_end, recognizer = load_front_end(model, options), load_recognizer(model, options, "cpu")
+    audio = list(clips.values())
+    # Files of 1, 3 and 2 windows of 30 s.
+    utterances = [front_end.windows(np.tile(audio[k], 1 + 25 * n)[: (30 * n + 5) * RATE]) for k, n in enumerate((0, 2, 1))]
+    assert [len(u) for u in utterances] == [1, 3, 2]
+    planned = front_end.plan(utterances, int(options.budget_s("whisper") * front_end.sample_rate))
+    assert planned == recognizer.plan(utterances, [options.decoding()] * 3)
+    calls = [[(0, 0), (1, 0)], [(2, 0)], [(1, 1), (2, 1)], [(1, 2)]] if condition else [
+        [(0, 0), (1, 0)], [(2, 0), (1, 1)], [(2, 1), (1, 2)]]
+    assert planned == calls
+    for got, want in zip(recognizer.transcribe(utterances, batches=planned), recognizer.transcribe(utterances)):
+        _same(got, want)
+    with pytest.raises(ValueError, match="not each of"):
+        recognizer.transcribe(utterances, batches=planned[1:])
 
 
 def test_cli_refuses_options_the_model_cannot_honour(model, checkpoints, tmp_path, capsys):

@@ -52,20 +52,25 @@ def _ctc_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     from speech.asr.ctc import CtcFrontEnd
 
     return CtcFrontEnd(
-        model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s, vad=options.vad
-    )
-
-
-def _ctc_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
-    from speech.asr.ctc import CtcRecognizer
-
-    return CtcRecognizer(
-        model,
-        device=device,
-        dtype=options.dtype,
-        batch_seconds=options.budget_s("ctc"),
+        model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s, vad=options.vad,
         strict_padding=options.strict_padding,
     )
+
+
+def _ctc_recognizer(engine: str) -> Callable[[str, TranscribeOptions, str], Recognizer]:
+    def load(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+        from speech.asr.ctc import CtcRecognizer
+
+        return CtcRecognizer(
+            model,
+            device=device,
+            dtype=options.dtype,
+            batch_seconds=options.budget_s("ctc"),
+            strict_padding=options.strict_padding,
+            engine=engine,
+        )
+
+    return load
 
 
 def _check_ctc(model: str, options: TranscribeOptions) -> None:
@@ -97,13 +102,17 @@ def _no_compute_type(model: str, options: TranscribeOptions) -> None:
 def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     from speech.asr.whisper import WhisperFrontEnd
 
-    return WhisperFrontEnd(model, vad=options.vad, padding="audio")  # as transformers' pipeline
+    # Audio padding as transformers' pipeline.
+    return WhisperFrontEnd(model, vad=options.vad, padding="audio",
+                           condition_on_previous_text=options.condition_on_previous_text)
 
 
 def _whisper_ct2_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     from speech.asr.whisper import WhisperFrontEnd
 
-    return WhisperFrontEnd(model, vad=options.vad, padding="log_mel")  # as openai-whisper and faster-whisper
+    # Log-mel padding as openai-whisper and faster-whisper.
+    return WhisperFrontEnd(model, vad=options.vad, padding="log_mel",
+                           condition_on_previous_text=options.condition_on_previous_text)
 
 
 def _whisper_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
@@ -155,9 +164,9 @@ def _check_whisper(model: str, options: TranscribeOptions) -> None:
 
 
 _BACKENDS = {
-    ModelKind("ctc", "transformers"): _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc),
-    # The recognizer picks its network's engine from the directory (speech.asr.ctc._network).
-    ModelKind("ctc", "onnxruntime"): _Backend(_ctc_front_end, _ctc_recognizer, _check_ctc_onnx),
+    ModelKind("ctc", "transformers"): _Backend(_ctc_front_end, _ctc_recognizer("transformers"), _check_ctc),
+    # One recognizer around either engine's network (speech.asr.ctc.CtcNetwork).
+    ModelKind("ctc", "onnxruntime"): _Backend(_ctc_front_end, _ctc_recognizer("onnxruntime"), _check_ctc_onnx),
     ModelKind("whisper", "transformers"): _Backend(_whisper_front_end, _whisper_recognizer, _check_whisper),
     ModelKind("whisper", "ctranslate2"): _Backend(_whisper_ct2_front_end, _whisper_ct2_recognizer, _check_whisper_ct2),
 }
@@ -240,14 +249,16 @@ def _transformers_backend(model: str) -> str:
     return name
 
 
-def load_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
-    """The CPU front end for ``model``."""
-    return _BACKENDS[detect_model(model)].front_end(model, options)
+def load_front_end(model: str, options: TranscribeOptions, kind: ModelKind | None = None) -> FrontEnd:
+    """The CPU front end for ``model``; ``kind``: as :func:`detect_model` found it (a job's driver
+    detects once and passes it to its actors), None: detected here."""
+    return _BACKENDS[kind or detect_model(model)].front_end(model, options)
 
 
-def load_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
-    """The recognizer for ``model`` on ``device``, batching as ``options`` say."""
-    return _BACKENDS[detect_model(model)].recognizer(model, options, device)
+def load_recognizer(model: str, options: TranscribeOptions, device: str, kind: ModelKind | None = None) -> Recognizer:
+    """The recognizer for ``model`` on ``device``, batching as ``options`` say; ``kind`` as for
+    :func:`load_front_end`."""
+    return _BACKENDS[kind or detect_model(model)].recognizer(model, options, device)
 
 
 def _first_line(err: Exception) -> str:

@@ -18,6 +18,9 @@ import numpy as np
 from speech.options import DecodingOptions
 from speech.schema import Segment, Word
 
+#: Planned model calls: per call, the ``(utterance, window)`` index pairs it runs, in call order.
+Batches = list[list[tuple[int, int]]]
+
 
 @dataclass
 class Window:
@@ -79,6 +82,12 @@ class FrontEnd(Protocol):
         to its batch-mates (what the batch budget counts)."""
         ...
 
+    def plan(self, utterances: Sequence[list[Window]], max_padded: int) -> Batches:
+        """The recognizer's model calls for these utterances' windows, ``max_padded`` samples
+        each (see :func:`speech.batching.plan_windows`): the plan its ``transcribe`` makes
+        when it is given none."""
+        ...
+
 
 class Recognizer(Protocol):
     """Network half: windows -> transcripts."""
@@ -90,12 +99,15 @@ class Recognizer(Protocol):
 
     def transcribe(
         self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None,
-        options: Sequence[DecodingOptions] | None = None,
+        options: Sequence[DecodingOptions] | None = None, batches: Batches | None = None,
     ) -> list[Transcript]:
-        """One transcript per utterance, in order; batching is the recognizer's business.
+        """One transcript per utterance, in order.
 
         ``languages``: per utterance, a known language code (e.g. from a manifest) or None;
         models that decode per language use it, the others ignore it. ``options``: per
         utterance, how to decode it (sequence models; None: the recognizer's own options).
+        ``batches``: the model calls to make, ``(utterance, window)`` pairs each, as the front
+        end's :meth:`FrontEnd.plan` made them (a job plans where it prepares); None: the
+        recognizer plans them with the same function.
         """
         ...

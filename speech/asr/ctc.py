@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
 
-from speech.asr.base import Transcript, Window
-from speech.batching import chunk_spans, pad, run_batches
+from speech.asr.base import Batches, Transcript, Window
+from speech.batching import chunk_spans, pad, plan_windows, run_batches, run_planned
 from speech.options import DecodingOptions
 from speech.schema import Word
 
@@ -25,12 +25,17 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 
 
 class CtcFrontEnd:
-    """Waveform -> normalized input windows; loads only the feature extractor and config."""
+    """Waveform -> normalized input windows; loads only the feature extractor and config.
+
+    ``strict_padding``: as :class:`CtcRecognizer`'s, for the batches :meth:`plan` makes.
+    """
 
     def __init__(
-        self, model: str, *, chunk_length_s: float = 30.0, stride_length_s: float | None = None, vad: bool = False
+        self, model: str, *, chunk_length_s: float = 30.0, stride_length_s: float | None = None, vad: bool = False,
+        strict_padding: bool = True,
     ):
         self.feature_extractor = AutoFeatureExtractor.from_pretrained(model)
+        self.exact_lengths = exact_lengths(self.feature_extractor, strict_padding)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         # Chunk boundaries are aligned to whole output frames, as transformers does,
         # so stitched frames fall on the same timeline as unchunked ones.
@@ -47,6 +52,11 @@ class CtcFrontEnd:
     def batch_cost(self, window: Window) -> int:
         """The window's own length: a CTC network runs on the audio it is given."""
         return window.num_samples
+
+    def plan(self, utterances: Sequence[list[Window]], max_padded: int) -> Batches:
+        """Length-bucketed model calls of ``max_padded`` padded samples (see :class:`CtcRecognizer`)."""
+        return plan_windows([[self.batch_cost(w) for w in u] for u in utterances], max_padded,
+                            exact_lengths=self.exact_lengths)
 
     def windows(self, audio: np.ndarray) -> list[Window]:
         """``audio``: mono float32 ``[n]`` at ``sample_rate`` -> windows.
@@ -100,6 +110,8 @@ class CtcRecognizer:
         batch_seconds: padded audio seconds per forward pass.
         strict_padding: for models without attention masks, never pad (batch only
             equal-length windows), since padding changes their output.
+        engine: ``"transformers"`` or ``"onnxruntime"`` as the registry detected it; None:
+            from the directory.
     """
 
     backend = "ctc"
@@ -113,40 +125,41 @@ class CtcRecognizer:
         dtype: str = "float32",
         batch_seconds: float = 10.0,
         strict_padding: bool = True,
+        engine: str | None = None,
     ):
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         feature_extractor = AutoFeatureExtractor.from_pretrained(model)
         self.sample_rate = int(feature_extractor.sampling_rate)
         self.padding_value = float(feature_extractor.padding_value)
-        # The feature extractor says whether the model was trained to take a mask
-        # (XLSR-style layer-norm models) or not (wav2vec2-base style group norm).
         self.uses_attention_mask = bool(feature_extractor.return_attention_mask)
-        self.network = _network(model, device=device, dtype=dtype, attention_mask=self.uses_attention_mask)
+        self.network = _network(model, device=device, dtype=dtype, attention_mask=self.uses_attention_mask,
+                                engine=engine)
         self.engine = self.network.engine
         self.ratio = int(AutoConfig.from_pretrained(model).inputs_to_logits_ratio)
         self.frame_s = self.ratio / self.sample_rate
         self.batch_samples = int(batch_seconds * self.sample_rate)
-        self.exact_lengths = strict_padding and not self.uses_attention_mask
+        self.exact_lengths = exact_lengths(feature_extractor, strict_padding)
 
     def transcribe(
         self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None,
-        options: Sequence[DecodingOptions] | None = None,
+        options: Sequence[DecodingOptions] | None = None, batches: Batches | None = None,
     ) -> list[Transcript]:
         """Transcribe utterances given as window lists (see :class:`CtcFrontEnd`).
 
-        ``languages`` and ``options`` are ignored: a CTC model's vocabulary is its language,
-        and it decodes greedily, frame by frame, with nothing to tune.
+        ``batches``: the forward passes to make (see :meth:`CtcFrontEnd.plan`, which plans the
+        same as this method does without them). ``languages`` and ``options`` are ignored: a
+        CTC model's vocabulary is its language, and it decodes greedily, frame by frame, with
+        nothing to tune.
         """
-        windows = [w for utterance in utterances for w in utterance]
-        outputs, computed = self._run(windows)
+        if batches is None:
+            batches = plan_windows([[w.num_samples for w in u] for u in utterances], self.batch_samples,
+                                   exact_lengths=self.exact_lengths)
+        outputs, computed = self._run(utterances, batches)
         transcripts = []
-        cursor = 0
-        for utterance in utterances:
-            parts = range(cursor, cursor + len(utterance))
-            cursor += len(utterance)
-            alignment = self._stitch([outputs[i] for i in parts], utterance)
-            transcript = self._decode(alignment)
-            transcript.computed_samples = sum(computed[i] for i in parts)
+        for u, utterance in enumerate(utterances):
+            parts = [(u, k) for k in range(len(utterance))]
+            transcript = self._decode(self._stitch([outputs[uk] for uk in parts], utterance))
+            transcript.computed_samples = sum(computed[uk] for uk in parts)
             transcripts.append(transcript)
         return transcripts
 
@@ -166,10 +179,10 @@ class CtcRecognizer:
         """The text of a greedy path (repeats merged, blanks dropped), as :meth:`transcribe` decodes it."""
         return self.tokenizer.decode(ids)
 
-    def _run(self, windows: list[Window]) -> tuple[list[_Alignment], list[int]]:
-        """Forward every window; returns its greedy path and the padded samples it cost."""
-        features = [w.features for w in windows]
-        return run_batches(features, self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
+    def _run(self, utterances: Sequence[list[Window]], batches: Batches) -> tuple[dict, dict]:
+        """Forward every window in ``batches``; returns, by ``(utterance, window)``, its greedy
+        path and the padded samples it cost."""
+        return run_planned([[w.features for w in u] for u in utterances], batches, self._forward)
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[_Alignment]:
@@ -234,6 +247,14 @@ class CtcRecognizer:
         return _Alignment(np.concatenate(ids), np.concatenate(probs), np.concatenate(times))
 
 
+def exact_lengths(feature_extractor, strict_padding: bool) -> bool:
+    """Whether batches may hold only windows of one length: with ``strict_padding``, for models
+    taking no attention mask, whose output padding changes. The feature extractor says whether
+    the model was trained to take a mask (XLSR-style layer-norm models) or not (wav2vec2-base
+    style group norm)."""
+    return strict_padding and not feature_extractor.return_attention_mask
+
+
 def padded_batch(
     features: list[np.ndarray], padding_value: float, *, attention_mask: bool
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -287,11 +308,14 @@ class TorchCtcNetwork:
         return self.model._get_feat_extract_output_lengths(torch.from_numpy(lengths)).tolist()
 
 
-def _network(model: str, *, device: str, dtype: str, attention_mask: bool) -> CtcNetwork:
-    """The engine ``model`` asks for: onnxruntime for an exported directory, else PyTorch."""
+def _network(model: str, *, device: str, dtype: str, attention_mask: bool, engine: str | None) -> CtcNetwork:
+    """The network on ``engine``; None: the one ``model`` asks for (onnxruntime for an exported
+    directory, else PyTorch)."""
     from speech.onnx_model import is_onnx_model
 
-    if is_onnx_model(model):
+    if engine is None:
+        engine = "onnxruntime" if is_onnx_model(model) else "transformers"
+    if engine == "onnxruntime":
         from speech.asr.ctc_onnx import OnnxCtcNetwork
 
         return OnnxCtcNetwork(model, device=device, dtype=dtype, attention_mask=attention_mask)

@@ -21,9 +21,9 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForCTC, PretrainedConfig
 
 from speech.asr import ModelError, _first_line
-from speech.asr.base import Window
-from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd, padded_batch, torch_inputs
-from speech.batching import run_batches
+from speech.asr.base import Batches, Window
+from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd, exact_lengths, padded_batch, torch_inputs
+from speech.batching import plan_windows, run_planned
 from speech.options import EmbedOptions
 
 Layer = int | Literal["all"]
@@ -84,7 +84,8 @@ def inspect_model(model: str) -> EmbeddingModel:
 
 def load_embed_front_end(model: str, options: EmbedOptions) -> CtcFrontEnd:
     """The CPU front end of ``speech embed``: the CTC one, chunking as transcription does."""
-    return CtcFrontEnd(model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s)
+    return CtcFrontEnd(model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s,
+                       strict_padding=options.strict_padding)
 
 
 @dataclass
@@ -140,29 +141,34 @@ class Embedder:
         self.uses_attention_mask = bool(feature_extractor.return_attention_mask)
         self.ratio = int(self.model.config.inputs_to_logits_ratio)
         self.batch_samples = int(batch_seconds * self.sample_rate)
-        self.exact_lengths = strict_padding and not self.uses_attention_mask
+        self.exact_lengths = exact_lengths(feature_extractor, strict_padding)
 
-    def embed(self, utterances: Sequence[list[Window]]) -> list[Embedding]:
+    def embed(self, utterances: Sequence[list[Window]], batches: Batches | None = None) -> list[Embedding]:
         """One :class:`Embedding` per utterance (a list of windows from :class:`CtcFrontEnd`), in order.
 
-        Raises ValueError if a window is too short to give one output frame.
+        ``batches``: the forward passes to make (see :meth:`CtcFrontEnd.plan`, which plans the same
+        as this method does without them). Raises ValueError if a window is too short to give one
+        output frame.
         """
-        windows = [w for utterance in utterances for w in utterance]
-        frames, computed = self._run(windows)
-        results, cursor = [], 0
-        for utterance in utterances:
-            parts = range(cursor, cursor + len(utterance))
-            cursor += len(utterance)
+        if batches is None:
+            batches = plan_windows([[w.num_samples for w in u] for u in utterances], self.batch_samples,
+                                   exact_lengths=self.exact_lengths)
+        frames, computed = self._run(utterances, batches)
+        results = []
+        for u, utterance in enumerate(utterances):
+            parts = [(u, k) for k in range(len(utterance))]
             # [layers, kept frames, hidden]: each window's own frames, overlap dropped.
-            kept = np.concatenate([frames[i][:, windows[i].kept_frames(self.ratio)] for i in parts], axis=1)
+            kept = np.concatenate([frames[u, k][:, utterance[k].kept_frames(self.ratio)] for u, k in parts], axis=1)
             vectors = kept.mean(axis=1, dtype=np.float64).astype(np.float32) if self.pooling == "mean" else kept
             if self.layer is not None:
                 vectors = vectors[0]
-            results.append(Embedding(vectors, computed_samples=sum(computed[i] for i in parts)))
+            results.append(Embedding(vectors, computed_samples=sum(computed[uk] for uk in parts)))
         return results
 
-    def _run(self, windows: list[Window]) -> tuple[list[np.ndarray], list[int]]:
-        """Forward every window: its selected hidden states ``[layers, frames, hidden]`` and padded cost."""
+    def _run(self, utterances: Sequence[list[Window]], batches: Batches) -> tuple[dict, dict]:
+        """Forward every window in ``batches``: by ``(utterance, window)``, its selected hidden states
+        ``[layers, frames, hidden]`` and padded cost."""
+        windows = [w for utterance in utterances for w in utterance]
         lengths = [len(w.features) for w in windows]
         usable = self.model._get_feat_extract_output_lengths(torch.tensor(lengths or [0])).tolist()
         for window, frames in zip(windows, usable):
@@ -171,8 +177,7 @@ class Embedder:
                     f"audio of {window.num_samples / self.sample_rate:.3f} s is too short: "
                     "the model's feature encoder gives no output frame"
                 )
-        features = [w.features for w in windows]
-        return run_batches(features, self.batch_samples, self._forward, exact_lengths=self.exact_lengths)
+        return run_planned([[w.features for w in u] for u in utterances], batches, self._forward)
 
     @torch.inference_mode()
     def _forward(self, features: list[np.ndarray]) -> list[np.ndarray]:

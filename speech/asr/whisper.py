@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -25,11 +25,12 @@ from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer, LogitsProcess
 from transformers.modeling_outputs import BaseModelOutput
 
 from speech.asr.alignment import CrossAttention, token_bounds
-from speech.asr.base import Window
+from speech.asr.base import Batches, Window
 from speech.asr.decoding import Attempt, Request
 from speech.asr.whisper_base import (
     SpecialTokens, Task, Timestamps, WhisperBase, average_logprob, check_request, load_feature_extractor,
 )
+from speech.batching import plan_windows
 from speech.options import DecodingOptions
 
 
@@ -49,10 +50,14 @@ class WhisperFrontEnd:
             consecutive 30 s slices. Silence and music then produce no window at all.
         padding: see :data:`MelPadding`; the registry picks the engine's (transformers: audio,
             CTranslate2: log_mel).
+        condition_on_previous_text: the recognizer prompts each window with the text before it,
+            so :meth:`plan` keeps window k + 1 of a file out of window k's batch.
     """
 
-    def __init__(self, model: str, *, vad: bool = False, padding: MelPadding = "audio"):
+    def __init__(self, model: str, *, vad: bool = False, padding: MelPadding = "audio",
+                 condition_on_previous_text: bool = False):
         self.padding = padding
+        self.condition_on_previous_text = condition_on_previous_text
         self.feature_extractor = load_feature_extractor(model)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         self.window_samples = int(self.feature_extractor.n_samples)  # 30 s: what the encoder sees
@@ -65,6 +70,12 @@ class WhisperFrontEnd:
     def batch_cost(self, window: Window) -> int:
         """30 s whatever the window holds: the encoder always runs on features padded to 30 s."""
         return self.window_samples
+
+    def plan(self, utterances: Sequence[list[Window]], max_padded: int) -> Batches:
+        """The engine calls, as ``WhisperBase.plan`` makes them for a recognizer of ``max_padded``
+        samples per call decoding with this front end's ``condition_on_previous_text``."""
+        return plan_windows([[self.batch_cost(w) for w in u] for u in utterances], max_padded,
+                            by_rank=self.condition_on_previous_text)
 
     def windows(self, audio: np.ndarray) -> list[Window]:
         """``audio``: mono float32 ``[n]`` at ``sample_rate`` -> windows in file order.

@@ -32,7 +32,8 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGU
 from transformers.models.whisper.tokenization_whisper import _combine_tokens_into_words
 
 from speech.asr import decoding
-from speech.asr.base import Transcript, Window
+from speech.asr.base import Batches, Transcript, Window
+from speech.batching import check_batches, plan_windows
 from speech.options import DecodingOptions
 from speech.schema import Segment, Word
 
@@ -159,7 +160,7 @@ class WhisperBase(ABC):
 
     def transcribe(
         self, utterances: Sequence[list[Window]], languages: Sequence[str | None] | None = None,
-        options: Sequence[DecodingOptions] | None = None,
+        options: Sequence[DecodingOptions] | None = None, batches: Batches | None = None,
     ) -> list[Transcript]:
         """Transcribe utterances given as window lists (see ``WhisperFrontEnd``).
 
@@ -171,6 +172,9 @@ class WhisperBase(ABC):
                 detected from its first window.
             options: per file, its decoding options (a server's per-request temperature and
                 prompt); None: the recognizer's for every file.
+            batches: the engine calls to make, as ``WhisperFrontEnd.plan`` made them; None:
+                :meth:`plan` them. A file's first window must come no later than its others
+                (its language is detected there).
 
         Raises:
             ValueError: a language this checkpoint does not know.
@@ -185,7 +189,10 @@ class WhisperBase(ABC):
         encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
         previous = [decoding.initial_tokens(o, encode) for o in per_file]  # text tokens prompting the next window
         decoded: dict[tuple[int, int], _Window] = {}
-        for batch in self._batches(utterances, per_file):
+        if batches is None:
+            batches = self.plan(utterances, per_file)
+        check_batches([len(u) for u in utterances], batches)
+        for batch in batches:
             windows = [utterances[u][k] for u, k in batch]
             encoded = self._encode(windows)
             unknown = [row for row, (u, k) in enumerate(batch) if language[u] is None and k == 0]
@@ -208,21 +215,15 @@ class WhisperBase(ABC):
             for u, windows in enumerate(utterances)
         ]
 
-    def _batches(self, utterances: Sequence[list[Window]], options: list[DecodingOptions]) -> list[list[tuple[int, int]]]:
-        """``(utterance, window)`` pairs per engine call.
+    def plan(self, utterances: Sequence[list[Window]], options: Sequence[DecodingOptions]) -> Batches:
+        """``(utterance, window)`` pairs per engine call, ``batch_size`` windows each.
 
         First windows first, so a file's language is known before any later window of it
-        runs. With conditioning on previous text, a batch holds one window index only, so
-        window k of every file is decoded before window k + 1 of any.
+        runs. With conditioning on previous text (in any file's ``options``), a batch holds
+        one window index only, so window k of every file is decoded before window k + 1 of any.
         """
-        order = sorted(((u, k) for u, windows in enumerate(utterances) for k in range(len(windows))), key=lambda uk: (uk[1], uk[0]))
-        if not any(o.condition_on_previous_text for o in options):
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        batches = []
-        for k in sorted({k for _, k in order}):
-            rank = [uk for uk in order if uk[1] == k]
-            batches += [rank[i : i + self.batch_size] for i in range(0, len(rank), self.batch_size)]
-        return batches
+        return plan_windows([[self.window_samples] * len(u) for u in utterances], self.batch_size * self.window_samples,
+                            by_rank=any(o.condition_on_previous_text for o in options))
 
     def _context(self, options: DecodingOptions, previous: list[int], encode) -> tuple[int, ...]:
         # Up to half the decoder's positions, as openai-whisper: the rest is for the output.
