@@ -22,7 +22,6 @@ from speech.asr import ModelError, ModelKind
 from speech.asr.embed import Embedder, inspect_model, load_embed_front_end
 from speech.options import EmbedOptions
 from speech.schema import EmbeddingRow, embedding_schema, embeddings_table
-from speech.testing import faults
 
 
 class EmbedUnits(RecognizeUnits):
@@ -42,7 +41,6 @@ class EmbedUnits(RecognizeUnits):
         return embedder
 
     def _infer(self, items: list) -> list:
-        faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
         return self.recognizer.embed([i.windows for i in items])
 
     def _row(self, item, result) -> EmbeddingRow:

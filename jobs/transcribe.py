@@ -41,7 +41,6 @@ from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 from speech.batching import plan_batches
 from speech.inputs import resolve_inputs
 from speech.options import AudioJobOptions, TranscribeOptions
-from speech.testing import faults
 from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
 
 log = logging.getLogger(__name__)
@@ -170,7 +169,6 @@ class RecognizeUnits:
 
     def _recognize(self, items: list[_Item]) -> list[TranscriptRow]:
         todo = [item for item in items if item.error is None]
-        faults.maybe_crash(self.options.faults, [i.id for i in todo])  # test hook; no-op by default
         results: dict[str, object] = {}
         try:
             results.update(zip((i.id for i in todo), self._infer(todo)))
@@ -184,7 +182,6 @@ class RecognizeUnits:
         return [self._row(item, results.get(item.id)) for item in items]
 
     def _infer(self, items: list[_Item]) -> list:
-        faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
         return self.recognizer.transcribe([i.windows for i in items], [i.language for i in items])
 
     def _row(self, item: _Item, result) -> TranscriptRow:

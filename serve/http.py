@@ -46,10 +46,9 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message
 
-from jobs.synthesize import encode_audio
 from serve import asr, page, realtime, tts
 from serve.replica import Rejected
-from speech.audio import AUDIO_EXTENSIONS, prepare_samples
+from speech.audio import AUDIO_EXTENSIONS, encode_audio, prepare_samples
 from speech.export import render
 from speech.options import StreamOptions
 

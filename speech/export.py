@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import fsspec
 import srt
 
-from jobs.output import read_output
+from speech.dataset import read_output
 from speech.files import UnsafeName, file_name
 from speech.schema import TRANSCRIPT_SCHEMA
 

@@ -52,14 +52,6 @@ class ActorPool(_Options):
         return self
 
 
-class Faults(_Options):
-    """Test hook: make model actors fail on purpose (speech.testing.faults, docs/reliability.md)."""
-
-    crash_on_id: str | None = None  # the actor process dies on the first call holding this id
-    crash_marker: str | None = None  # file marking that the crash happened (a shared path)
-    poison_ids: list[str] = Field(default_factory=list)  # model calls holding these ids raise
-
-
 #: faster-whisper's and openai-whisper's temperature schedule: greedy first, then sampling ever
 #: hotter for the windows whose output fails the thresholds.
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -130,7 +122,7 @@ class DecodingOptions(_Options):
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
     "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
-    "prepare_window", "object_store_mb", "faults", "read_timeout_s",
+    "prepare_window", "object_store_mb", "read_timeout_s",
 }
 
 
@@ -181,7 +173,6 @@ class AudioJobOptions(_Options):
     # that row an error instead of hanging the job (None: wait forever).
     read_timeout_s: float | None = Field(READ_TIMEOUT_S, gt=0)
 
-    faults: Faults | None = None  # test hook only; see speech.testing.faults
 
     def result_options(self) -> dict:
         """The options that decide what the output rows contain.

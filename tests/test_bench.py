@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from speech.bench.corpus import CorpusSpec, build_corpus, durations, repeat_manifest
-from speech.bench.memory import TreeMemory
-from speech.cli import main
+from bench.corpus import CorpusSpec, build_corpus, durations, repeat_manifest
+from bench.memory import TreeMemory
+from cli import main
 from conftest import FIXTURES_DIR, run_bench
 
 SYSTEMS = ("ours", "naive", "unsorted", "ceiling", "ours_10x", "ours_onnx", "ours_onnx_int8")

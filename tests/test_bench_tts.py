@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from speech.bench.tts import write_corpus
-from speech.cli import main
+from bench.tts import write_corpus
+from cli import main
 from conftest import FIXTURES_DIR, run_bench
 
 SYSTEMS = ("ours", "loop", "ceiling")

@@ -18,7 +18,7 @@ from transformers import AutoFeatureExtractor, AutoModel
 
 from jobs import embed
 from speech.audio import decode
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.options import EmbedOptions
 
 from conftest import SAMPLES

@@ -16,7 +16,7 @@ import torch
 from transformers import AutoModelForCTC, AutoProcessor
 
 from jobs import transcribe
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.options import TranscribeOptions
 from speech.train.data import Example, epoch_batches, read_examples
 from speech.train.loop import evaluate
@@ -56,7 +56,7 @@ def trained(ray_local, checkpoints, words, tmp_path_factory):
     config.write_text(f"workers: 2\ncpus_per_worker: 1\ntorch_threads: 1\nepochs: {EPOCHS}\nlr: 0.005\nbatch_seconds: 1.0\n")
     snapshot = out / "_train" / "run" / "checkpoint_manager_snapshot.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "speech.cli", *_args(words, out, checkpoints["ctc-xlsr"], config)],
+        [sys.executable, "-m", "cli", *_args(words, out, checkpoints["ctc-xlsr"], config)],
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env={**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"},
     )

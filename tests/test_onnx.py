@@ -20,7 +20,7 @@ import soundfile as sf
 from conftest import FIXTURES_DIR, SAMPLES
 from jobs import transcribe
 from speech.audio import decode
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.options import SynthesizeOptions, TranscribeOptions
 from speech.onnx_model import read_manifest
 from speech.testing.onnx_checkpoints import onnx_export

@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer, GenerationConfig
 
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.convert import ct2_whisper
 from speech.convert.ct2_format import read_model
 from speech.testing import english, real_whisper as real

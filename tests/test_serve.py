@@ -159,7 +159,7 @@ def test_config_is_a_serve_config_as_it_stands():
 def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "speech.cli", "serve", "--asr-model", str(tmp_path / "missing")],
+        [sys.executable, "-m", "cli", "serve", "--asr-model", str(tmp_path / "missing")],
         capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "RAY_ADDRESS": ""},
     )
     assert result.returncode == 2
@@ -170,7 +170,7 @@ def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
 def test_speech_serve_refuses_an_unset_api_key_variable_before_starting_ray(tmp_path, models, monkeypatch, capsys):
     from serve import app
     from serve.app import ConfigError, ServeArgs, build_app
-    from speech.cli import main
+    from cli import main
 
     config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
     config["applications"][0]["args"]["api_key_env"] = "SPEECH_TEST_KEY_NOBODY_SET"

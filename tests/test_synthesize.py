@@ -328,7 +328,7 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
 
 
 def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys):
-    from speech.cli import main
+    from cli import main
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("hi\n")
@@ -360,7 +360,7 @@ def test_voices_are_dealt_reproducibly_to_rows_without_one(tmp_path):
 
 
 def test_speech_voices_lists_a_models_voices(tts, capsys):
-    from speech.cli import main
+    from cli import main
 
     assert main(["voices", str(tts["tts-vits"])]) == 0
     assert capsys.readouterr().out.split() == ["default", "kor"]

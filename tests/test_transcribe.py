@@ -14,7 +14,7 @@ from transformers import pipeline
 
 from jobs import transcribe
 from speech.audio import decode
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.options import TranscribeOptions
 from speech.schema import TRANSCRIPT_SCHEMA
 

@@ -20,7 +20,7 @@ from jobs import transcribe
 from speech.asr import ModelError, detect_backend, load_front_end, load_recognizer
 from speech.asr.whisper import WhisperFrontEnd, WhisperRecognizer
 from speech.audio import decode
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.options import DecodingOptions, TranscribeOptions
 
 from conftest import SAMPLES

@@ -1,13 +1,13 @@
 """``speech bench tts``: batched ``speech synthesize`` vs a one-utterance-at-a-time loop, same backend.
 
-Systems (each in its own subprocess, see :mod:`speech.bench.tts_systems`):
+Systems (each in its own subprocess, see :mod:`bench.tts_systems`):
 
 * ``ours``: the ``speech synthesize`` job on a local Ray;
 * ``loop``: the same backend class loaded once in one process, one utterance per model call,
   writing the same files;
 * ``ceiling``: the backend's model calls alone (one batched call over the whole corpus, no I/O);
 * with ``engine="onnx"`` (Kokoro), ``ceiling_onnx`` and ``ours_onnx``: the same two on the model
-  exported by ``speech convert onnx``, run with onnxruntime (:mod:`speech.bench.onnx_engine`).
+  exported by ``speech convert onnx``, run with onnxruntime (:mod:`bench.onnx_engine`).
 
 What batching can win depends on the backend: ChatTTS batches its DVAE decoder and Vocos but
 samples its GPT one utterance at a time; VITS and Kokoro run one utterance per forward, so
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.bench import onnx_engine
-from speech.bench.report import count_parameters, load_average, machine, machine_line
-from speech.bench.systems import BenchError, run_system
-from speech.bench.tts_systems import TtsJob
+from bench import onnx_engine
+from bench.report import count_parameters, load_average, machine, machine_line
+from bench.harness import BenchError, run_system
+from bench.tts_systems import TtsJob
 
 BACKENDS = ("chattts", "vits", "kokoro")
 
@@ -129,7 +129,7 @@ def run(bench: TtsBench, progress=print) -> dict:
         for name, system_options in systems.items():
             system = name.removesuffix("_onnx")
             job = replace(base, system=system, work_dir=str(work / f"{name}-{round_}"), options=system_options)
-            figures = run_system(job, module="speech.bench.tts_systems")
+            figures = run_system(job, module="bench.tts_systems")
             figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
             runs.setdefault(name, []).append(figures)
             progress(f"  {name:<8} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.3f}")

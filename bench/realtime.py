@@ -1,7 +1,7 @@
 """``speech bench serve --realtime``: live transcription latency over ``/v1/realtime``.
 
 One server - ``speech serve`` of configs/serve.yaml with the benchmarked CTC model, the config's
-batching, one replica per deployment and a local Ray of its own (:func:`speech.bench.serve.serving`)
+batching, one replica per deployment and a local Ray of its own (:func:`bench.serve.serving`)
 - and ``sessions`` concurrent WebSocket sessions of OpenAI's Realtime API with server VAD, each
 streaming clips as a microphone would: 24 kHz 16-bit PCM in 100 ms appends paced in real time,
 every clip followed by ``silence_s`` of silence so that the VAD closes its turn. The clips are the
@@ -35,16 +35,16 @@ import numpy as np
 
 from speech.asr.vad import speech_spans
 from speech.audio import decode
-from speech.bench.report import load_average, machine, machine_line
-from speech.bench.serve import default_model, server_config, serving
-from speech.bench.systems import BenchError
+from bench.report import load_average, machine, machine_line
+from bench.serve import default_model, server_config, serving
+from bench.harness import BenchError
 
 RATE = 24_000  # the Realtime API's PCM rate
 CHUNK = RATE // 10  # samples per append (100 ms)
 SILENCE_MS = 500  # server_vad silence_duration_ms: OpenAI's default
 FULL_SESSIONS, FULL_CLIPS = 4, 6  # sessions at once, clips per session
 QUICK_SESSIONS, QUICK_CLIPS = 2, 2
-_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 _TURN_TIMEOUT_S = 300  # a session's last event must come this long after its last append at most
 
 
