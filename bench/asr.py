@@ -33,8 +33,8 @@ from pathlib import Path
 
 from bench import onnx_engine
 from bench.corpus import CorpusSpec, build_corpus, repeat_manifest
-from bench.report import count_parameters, load_average, machine, machine_line
 from bench.harness import TEXTS_FILE, BenchError, Job, run_system
+from bench.report import count_parameters, load_average, machine, machine_line
 
 #: Systems timed against each other (run round-robin when repeated).
 _SPEED_SYSTEMS = ("ceiling", "ours", "naive", "unsorted")

@@ -10,6 +10,7 @@ system's caches from warming another's. Also the corpus helpers the systems shar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -110,10 +111,8 @@ def _stop_tree(child: subprocess.Popen) -> None:
     except psutil.NoSuchProcess:
         return
     for process in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
     child.wait()
 
 

@@ -33,11 +33,11 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.asr.vad import speech_spans
-from speech.audio import decode
+from bench.harness import BenchError
 from bench.report import load_average, machine, machine_line
 from bench.serve import default_model, server_config, serving
-from bench.harness import BenchError
+from speech.asr.vad import speech_spans
+from speech.audio import decode
 
 RATE = 24_000  # the Realtime API's PCM rate
 CHUNK = RATE // 10  # samples per append (100 ms)
@@ -158,7 +158,7 @@ async def _session(base_url: str, clips: list[Clip], silence_s: float) -> list[d
             await asyncio.sleep(max(0.0, begin + (i // CHUNK + 1) * CHUNK / RATE - time.perf_counter()))
         try:
             events = await asyncio.wait_for(receiver, _TURN_TIMEOUT_S)
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             raise BenchError(f"a session got no transcript for all of its {len(clips)} turns within "
                              f"{_TURN_TIMEOUT_S} s of its last audio") from err
     items = [e["item_id"] for _, e in events if e["type"] == "input_audio_buffer.speech_started"]

@@ -43,9 +43,9 @@ import yaml
 
 from bench.asr import FULL_FILES, QUICK_FILES
 from bench.corpus import Corpus, CorpusSpec, build_corpus
+from bench.harness import BenchError
 from bench.memory import TreeMemory
 from bench.report import load_average, machine, machine_line
-from bench.harness import BenchError
 
 #: Load of a full run: each file of the 120-file corpus once (736 s of audio) per setting.
 FULL_REQUESTS, FULL_CONCURRENCY = 120, 16

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bench.harness import BenchError, Job, decoded_audio, job_paths, write_texts
-
 
 # ---------------------------------------------------------------- the systems (run in the child)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from bench import onnx_engine
-from bench.report import count_parameters, load_average, machine, machine_line
 from bench.harness import BenchError, run_system
+from bench.report import count_parameters, load_average, machine, machine_line
 from bench.tts_systems import TtsJob
 
 BACKENDS = ("chattts", "vits", "kokoro")
@@ -115,12 +115,12 @@ def run(bench: TtsBench, progress=print) -> dict:
     if bench.backend == "chattts":
         options.update(_CHATTTS_SAMPLING, max_new_tokens=_MAX_NEW_TOKENS[bench.quick])
     base = TtsJob(system="", corpus=str(corpus["path"]), threads=bench.threads, work_dir="", options=options)
-    systems = {name: options for name in _SYSTEMS}
+    systems = dict.fromkeys(_SYSTEMS, options)
     if bench.engine == "onnx":
         if bench.backend != "kokoro":
             raise BenchError(f"--engine onnx runs Kokoro only, not {bench.backend}")
         exported = {**options, "model": str(onnx_engine.exports(bench.cache, model, int8=False)[None])}
-        systems.update({name: exported for name in onnx_engine.TTS_SYSTEMS})
+        systems.update(dict.fromkeys(onnx_engine.TTS_SYSTEMS, exported))
     # Round-robin rounds, each system keeping its best: load from other work on a shared
     # machine only ever slows a run down, and round-robin spreads a slow spell over all systems.
     runs: dict[str, list[dict]] = {}
@@ -179,7 +179,10 @@ def write_corpus(path: Path, rows: int, seed: int = 0, mean_words: float = 12.0,
 def _default_model(bench: TtsBench) -> Path:
     from speech.testing.checkpoints import build_cached
     from speech.testing.tts_checkpoints import (
-        TTS_FIXTURES_VERSION, build_chattts_checkpoint, build_kokoro_fixture, build_tts_fixtures,
+        TTS_FIXTURES_VERSION,
+        build_chattts_checkpoint,
+        build_kokoro_fixture,
+        build_tts_fixtures,
     )
 
     if bench.backend == "kokoro":
@@ -291,7 +294,8 @@ def format_table(report: dict) -> str:
         f"{report['ceiling_fraction']:.3f}; batching_gain (ceiling / loop's model calls alone): {report['batching_gain']:.3f}; "
         f"loop's time in model calls: {report['loop_model_share']:.1%}.",
         f"Checks: every system wrote {checks['rows']['loop']} rows ({checks['pieces']['loop']} pieces); "
-        + ("audio lengths equal row by row." if checks["lengths_equal"] else f"{mismatches} row lengths DIFFER: {checks['mismatched_ids']}."),
+        + ("audio lengths equal row by row." if checks["lengths_equal"]
+           else f"{mismatches} row lengths DIFFER: {checks['mismatched_ids']}."),
         *([f"ONNX Runtime / PyTorch RTFx: model calls {report['onnx_vs_torch']['ceiling']:.3f}, "
            f"our job {report['onnx_vs_torch']['ours']:.3f}."] if "onnx_vs_torch" in report else []),
         "",

@@ -30,6 +30,7 @@ import numpy as np
 
 from bench.harness import BenchError, Job, decoded_audio, job_paths
 from speech.testing import checkpoints as tiny
+from speech.testing import whisper_checkpoint as whisper_fixture
 
 #: Bump when the builders' output changes, so cached copies are rebuilt.
 VERSION = "1"
@@ -63,7 +64,7 @@ def build_base_whisper(out: Path, seed: int = 0) -> Path:
 
     Input: log-mel features float32 ``[batch, 128, 3000]`` (30 s at 16 kHz); output: token ids
     of the large-v3 layout (51,866 tokens). Weights are float32, seeded; the global torch RNG
-    state is left as it was. Files as :func:`speech.testing.checkpoints.build_whisper_checkpoint`
+    state is left as it was. Files as :func:`speech.testing.whisper_checkpoint.build_whisper_checkpoint`
     writes them, including the flat ``preprocessor_config.json`` and ``tokenizer.json`` that the
     CTranslate2 converter reads.
     """
@@ -71,7 +72,7 @@ def build_base_whisper(out: Path, seed: int = 0) -> Path:
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
     with torch.random.fork_rng(devices=[]):
-        tokenizer = tiny._build_whisper_tokenizer(seed)
+        tokenizer = whisper_fixture.build_whisper_tokenizer(seed)
         tokenizer.pad_token = tokenizer.eos_token  # as the hub's Whisper tokenizers
         feature_extractor = WhisperFeatureExtractor(
             feature_size=128, sampling_rate=tiny.SAMPLING_RATE, hop_length=160, chunk_length=30, n_fft=400
@@ -88,12 +89,12 @@ def build_base_whisper(out: Path, seed: int = 0) -> Path:
         )
         torch.manual_seed(seed)
         model = WhisperForConditionalGeneration(config).eval()
-        model.generation_config = tiny._build_whisper_generation_config(tokenizer)
+        model.generation_config = whisper_fixture.build_whisper_generation_config(tokenizer)
         out.mkdir(parents=True, exist_ok=True)
         WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
         feature_extractor.save_pretrained(out)
         model.save_pretrained(out)
-        tiny._verify_whisper_checkpoint(out)
+        whisper_fixture.verify_whisper_checkpoint(out)
     return out
 
 

@@ -26,8 +26,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.report import count_parameters, load_average, machine, machine_line
 from bench.harness import TEXTS_FILE, Job, run_system
+from bench.report import count_parameters, load_average, machine, machine_line
 
 #: Report name -> (system of bench.systems / bench.whisper, model, compute type).
 SYSTEMS = {

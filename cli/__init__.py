@@ -9,27 +9,22 @@ Every failure a user can cause (bad options, inputs or output; a full or read-on
 no permission) ends the command with exit status 2 and one line, ``speech: error: ...``;
 ``-v`` adds the traceback. Anything else is a bug and keeps its traceback (exit 1).
 
-Logging: this project's own lines (the ``speech``, ``jobs``, ``serve``, ``bench`` and ``cli``
-loggers) go to stderr as ``speech: ...`` from INFO up; ``-v`` adds DEBUG and the logger names,
-``-q`` keeps warnings and errors only. Ray's own loggers stay at WARNING (Ray Data's progress
-bars are not log lines and stay).
+Logging (:mod:`cli.logs`): this project's own lines go to stderr as ``speech: ...`` from INFO
+up; ``-v`` adds DEBUG and the logger names, ``-q`` keeps warnings and errors only.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from cli import benchmarks, jobs, tools
 from cli.errors import CliError, user_os_error
+from cli.logs import configure_logging
 
 __all__ = ["CliError", "main", "user_os_error"]
-
-#: The loggers of this project's packages (every module logs to ``logging.getLogger(__name__)``).
-_OUR_LOGGERS = ("speech", "jobs", "serve", "bench", "cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,53 +47,6 @@ def _fail(message: str, err: BaseException, verbose: bool) -> int:
         traceback.print_exception(err)
     print(f"speech: error: {message}", file=sys.stderr)
     return 2
-
-
-class _Stderr(logging.StreamHandler):
-    """A handler writing to the ``sys.stderr`` of the moment (a test's capture, say), not to
-    the one current when it was made."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:  # StreamHandler.__init__ sets it; the property decides
-        pass
-
-
-class _Formatter(logging.Formatter):
-    """``speech: message`` for INFO and DEBUG, ``speech: warning: message`` above; with
-    ``names``, the logger's name too (``speech: [jobs.transcribe] message``)."""
-
-    def __init__(self, names: bool) -> None:
-        super().__init__()
-        self.names = names
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
-        name = f"[{record.name}] " if self.names else ""
-        text = f"speech: {level}{name}{record.getMessage()}"
-        if record.exc_info and self.names:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
-    """Our loggers at INFO (DEBUG with ``verbose``, WARNING with ``quiet``) on one stderr handler;
-    Ray's at WARNING. Idempotent: a second call (tests call :func:`main` many times) replaces
-    the first's handler."""
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    for name in _OUR_LOGGERS:
-        logger = logging.getLogger(name)
-        for old in [h for h in logger.handlers if isinstance(h, _Stderr)]:
-            logger.removeHandler(old)
-        handler = _Stderr()
-        handler.setFormatter(_Formatter(names=verbose))
-        logger.addHandler(handler)
-        logger.setLevel(level)
-    # Ray's own INFO chatter (cluster start, dashboard) is not the command's; its warnings are.
-    logging.getLogger("ray").setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -146,8 +146,8 @@ def _run_bench(module, bench, args: argparse.Namespace) -> int:
     Every benchmark module offers ``run(bench, progress) -> dict``, ``format_table(report) -> str``
     and raises :class:`~bench.harness.BenchError` for a failed system.
     """
-    from bench.report import write_json
     from bench.harness import BenchError
+    from bench.report import write_json
 
     try:
         report = module.run(bench, progress=lambda line: print(line, file=sys.stderr, flush=True))

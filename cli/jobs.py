@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cli import values
 from cli.errors import CliError, quiet_ray_user_errors
@@ -45,7 +46,9 @@ def add_transcribe(commands) -> None:
         "--timestamps", choices=("none", "segment", "word"), help="Whisper: segment (default) or word timings"
     )
     p.add_argument(
-        "--vad", action="store_true", default=None, help="Whisper: transcribe only speech found by Silero VAD"
+        "--vad", action="store_true", default=None,
+        help="only the speech Silero VAD finds: Whisper packs it into 30 s windows; CTC skips silence and "
+             "splits long files at pauses instead of fixed overlapping chunks",
     )
     p.add_argument("--max-new-tokens", type=int, help="Whisper: bound on tokens per 30 s window")
     p.add_argument(
@@ -332,7 +335,7 @@ def _run_job(
 
 
 def _voices(args: argparse.Namespace) -> int:
-    from speech.options import OptionsError, load_options, SynthesizeOptions
+    from speech.options import OptionsError, SynthesizeOptions, load_options
     from speech.tts import ModelError, load_front_end
 
     try:

@@ -17,7 +17,6 @@ from jobs import transcribe
 from jobs.output import count_rows, write_summary
 from jobs.task import Task
 from jobs.transcribe import Plan, RecognizeUnits
-
 from speech.asr import ModelError, ModelKind
 from speech.asr.embed import Embedder, inspect_model, load_embed_front_end
 from speech.options import EmbedOptions

@@ -31,9 +31,9 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
@@ -110,7 +110,7 @@ class Output:
         """Give the output's lease back (safe to call twice)."""
         self.lease.release()
 
-    def __enter__(self) -> "Output":
+    def __enter__(self) -> Output:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,11 +162,10 @@ def _prepare(url: str, fs, root: str, job: Mapping[str, Any], overwrite: bool, s
         with fs.open(job_path, "r") as f:
             previous = json.load(f)
     foreign = _foreign(fs, root, previous)
-    if foreign:
-        if previous is None or overwrite:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(f"output {url} holds files this tool did not write ({shown}); it is never cleared "
-                              "while it does: choose another output, or move them away")
+    if foreign and (previous is None or overwrite):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(f"output {url} holds files this tool did not write ({shown}); it is never cleared "
+                          "while it does: choose another output, or move them away")
     if overwrite and previous is not None:
         _clear(fs, root, previous)
         previous = None

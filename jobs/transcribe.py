@@ -24,10 +24,10 @@ import functools
 import logging
 import pickle
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -252,7 +252,7 @@ class Plan:
             return self.inputs
         return self.inputs.filter(pc.invert(pc.is_in(self.inputs["id"], value_set=pa.array(sorted(done), pa.string()))))
 
-    def __enter__(self) -> "Plan":
+    def __enter__(self) -> Plan:
         return self
 
     def __exit__(self, *exc: object) -> None:

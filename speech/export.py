@@ -17,9 +17,9 @@ import errno
 import json
 import math
 import posixpath
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Iterable, Sequence
 
 import fsspec
 import srt

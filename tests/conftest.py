@@ -79,10 +79,8 @@ def kill_session(pid: int) -> None:
     while time.time() < deadline:
         left = [p for p in _session_pids(pid) if p != pid]
         for p in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if not left:
             return
         time.sleep(0.5)

@@ -13,17 +13,16 @@ import time
 
 import pytest
 import torch
+from conftest import kill_session
 from transformers import AutoModelForCTC, AutoProcessor
 
-from jobs import transcribe
 from cli import main as cli_main
+from jobs import transcribe
 from speech.options import TranscribeOptions
 from speech.train.data import Example, epoch_batches, read_examples
 from speech.train.loop import evaluate
 from speech.train.model import load_for_training, save_for_inference
 from speech.train.vocab import unknown_characters
-
-from conftest import kill_session
 
 WORDS = ["yes", "no", "up", "down", "left", "right", "stop", "go", "one", "two", "three", "four"]
 EPOCHS = 8
@@ -98,7 +97,7 @@ def test_training_loss_halves_and_train_set_cer_falls(trained, checkpoints, word
     torch.manual_seed(0)
     start = evaluate(model, epoch_batches(examples, 1.0, epoch=0, seed=0), processor, torch.device("cpu"))
     assert summary["epochs"][-1]["eval_cer"] < start.cer, (start.cer, [e["eval_cer"] for e in summary["epochs"]])
-    assert all(0 <= e["eval_wer"] for e in summary["epochs"])
+    assert all(e["eval_wer"] >= 0 for e in summary["epochs"])
 
 
 def test_final_model_is_what_transcribe_takes(trained, words, tmp_path):

@@ -15,7 +15,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from conftest import REPO
 
 #: package -> the top-level packages none of its modules may import (directly or not).

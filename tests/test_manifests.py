@@ -195,6 +195,12 @@ def test_dockerfile_puts_the_repo_where_the_entrypoints_look():
     assert "FROM rayproject/ray:2.60.0-py311-gpu" in text
     assert f"WORKDIR {render.IMAGE_APP_DIR}" in text
     assert "COPY --chown=ray:users configs ./configs" in text
+    # Every package pyproject installs (the `speech` command is cli:main) is copied in to be installed.
+    import tomllib
+
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in (p.rstrip("*") for p in packages):
+        assert f"COPY --chown=ray:users {package} ./{package}" in text, package
 
 
 # --- RayService --------------------------------------------------------------------------

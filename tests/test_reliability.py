@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-
 from conftest import REPO, SAMPLES, kill_session, silent_flac
+from fault_injection import faulty_task
+
+from cli import main
 from jobs import transcribe
 from jobs.output import OutputError, open_output
 from speech.audio import decode
-from cli import main
-from fault_injection import faulty_task
 from speech.options import TranscribeOptions
 
 RATE = 16000
@@ -170,9 +170,9 @@ def test_overwrite_never_deletes_what_the_tool_did_not_write(tmp_path, checkpoin
 def test_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog):
     out = tmp_path / "out"
     job = {"job": "transcribe", "model": "m"}
-    with open_output(str(out), job=job, overwrite=False):
-        with pytest.raises(OutputError, match=rf"is in use by another job \(host {socket.gethostname()}, pid {os.getpid()}"):
-            open_output(str(out), job=job, overwrite=False)
+    busy = rf"is in use by another job \(host {socket.gethostname()}, pid {os.getpid()}"
+    with open_output(str(out), job=job, overwrite=False), pytest.raises(OutputError, match=busy):
+        open_output(str(out), job=job, overwrite=False)
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid of this host whose process has exited: a job killed with -9
     now = time.time()

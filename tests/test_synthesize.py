@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import FIXTURES_DIR
+
 from jobs.output import OutputError
 from speech.options import SynthesizeOptions
 from speech.testing.tts_checkpoints import KOKORO_VOICES, build_kokoro_fixture, build_tts_fixtures
@@ -111,7 +111,7 @@ def test_vits_speed_is_applied_per_utterance(vits):
     assert len(fast) < len(normal)  # durations scaled by 1 / speed
     mixed = model.synthesize(_prepare(front_end, text, speed=2.0) + _prepare(front_end, text, speed=1.0))
     assert np.array_equal(mixed[0], fast) and np.array_equal(mixed[1], normal)  # one model, any speeds
-    with pytest.raises(TextError, match="speed 9 is outside 0.25..4"):
+    with pytest.raises(TextError, match=r"speed 9 is outside 0\.25\.\.4"):
         _prepare(front_end, text, speed=9.0)
 
 
@@ -337,7 +337,8 @@ def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys)
     assert "max_cer needs verify_with" in capsys.readouterr().err
     code = main(["synthesize", str(corpus), "-o", str(tmp_path / "o"), "--model", str(tts["tts-chattts"]), "--speed", "1.5"])
     assert code == 2
-    assert capsys.readouterr().err.strip() == "speech: error: speed: the chattts backend takes no speaking rate (ChatTTS: a [speed_N] prompt token of its GPT); leave speed unset"
+    assert capsys.readouterr().err.strip() == ("speech: error: speed: the chattts backend takes no speaking rate "
+                                               "(ChatTTS: a [speed_N] prompt token of its GPT); leave speed unset")
 
 
 def test_voices_are_dealt_reproducibly_to_rows_without_one(tmp_path):
