@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench import onnx_engine
 from bench.corpus import CorpusSpec, build_corpus, repeat_manifest
-from bench.harness import TEXTS_FILE, BenchError, Job, run_system
+from bench.harness import TEXTS_FILE, BenchError, Job, best_run, run_system
 from bench.report import count_parameters, load_average, machine, machine_line
 
 #: Systems timed against each other (run round-robin when repeated).
@@ -135,7 +135,7 @@ def run(bench: AsrBench, progress=print) -> dict:
         figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
         runs.setdefault(name, []).append(figures)
         progress(f"  {name:<10} {figures['audio_s']:8.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.2f}")
-    results = {name: _best(figures) for name, figures in runs.items()}
+    results = {name: best_run(figures) for name, figures in runs.items()}
     report = _report(bench, model, corpus, results, machine_before, time.perf_counter() - started)
     if bench.engine == "onnx":
         report["onnx"] = onnx_engine.asr_figures(report["rtfx"], work)
@@ -144,15 +144,6 @@ def run(bench: AsrBench, progress=print) -> dict:
     if not bench.work:
         shutil.rmtree(work)  # on failure it stays: the error names a log inside it
     return report
-
-
-def _best(runs: list[dict]) -> dict:
-    """The fastest of a system's runs, with every run's RTFx and the highest peak memory of all."""
-    best = dict(max(runs, key=lambda f: f["rtfx"]))
-    best["rtfx_runs"] = [f["rtfx"] for f in runs]
-    best["peak_rss_mb"] = max(f["peak_rss_mb"] for f in runs)
-    best["peak_pss_mb"] = max(f["peak_pss_mb"] for f in runs)
-    return best
 
 
 def _default_model(bench: AsrBench) -> Path:
@@ -313,7 +304,7 @@ def _run_whisper(bench: AsrBench, model: Path, corpus, base: Job, work: Path, pr
         same = _texts(work / f"ours-{round_}") == _texts(work / f"naive-{round_}")
         runs["ours"][-1].update(same_text_as_naive=same, tokens=runs["naive"][-1]["tokens"] if same else None)
         progress(f"  ours' transcripts {'equal' if same else 'DIFFER FROM'} the naive pipeline's")
-    systems = {name: _best(figures) for name, figures in runs.items()}
+    systems = {name: best_run(figures) for name, figures in runs.items()}
     return _report_whisper(bench, model, ct2, corpus, systems, load_before, time.perf_counter() - started)
 
 

@@ -93,6 +93,15 @@ def run_system(job: Job, timeout_s: float = 7200, module: str = "bench.systems")
     return figures
 
 
+def best_run(runs: list[dict]) -> dict:
+    """The fastest of a system's runs, with every run's RTFx and the highest peak memory of all."""
+    best = dict(max(runs, key=lambda f: f["rtfx"]))
+    best["rtfx_runs"] = [f["rtfx"] for f in runs]
+    best["peak_rss_mb"] = max(f["peak_rss_mb"] for f in runs)
+    best["peak_pss_mb"] = max(f["peak_pss_mb"] for f in runs)
+    return best
+
+
 def _child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     # Every system starts its own local Ray (if any); never join a cluster found in the environment.

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import onnx_engine
-from bench.harness import BenchError, run_system
+from bench.harness import BenchError, best_run, run_system
 from bench.report import count_parameters, load_average, machine, machine_line
 from bench.tts_systems import TtsJob
 
@@ -133,7 +133,7 @@ def run(bench: TtsBench, progress=print) -> dict:
             figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
             runs.setdefault(name, []).append(figures)
             progress(f"  {name:<8} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.3f}")
-    results = {name: _best(figures) for name, figures in runs.items()}
+    results = {name: best_run(figures) for name, figures in runs.items()}
     checks = _checks(results)
     report = _report(bench, model, corpus, options, results, checks, load_before, time.perf_counter() - started)
     if bench.engine == "onnx":
@@ -193,15 +193,6 @@ def _default_model(bench: TtsBench) -> Path:
     sizes = {"gpt": {"num_hidden_layers": layers}}
     return build_cached(Path(bench.cache), f"bench-tts-chattts-{layers}l",
                         lambda out: build_chattts_checkpoint(out, sizes=sizes), TTS_FIXTURES_VERSION)
-
-
-def _best(runs: list[dict]) -> dict:
-    """The fastest of a system's runs, with every run's RTFx and the highest peak memory of all."""
-    best = dict(max(runs, key=lambda f: f["rtfx"]))
-    best["rtfx_runs"] = [f["rtfx"] for f in runs]
-    best["peak_rss_mb"] = max(f["peak_rss_mb"] for f in runs)
-    best["peak_pss_mb"] = max(f["peak_pss_mb"] for f in runs)
-    return best
 
 
 def _checks(results: dict) -> dict:
