@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 FIXTURES := .cache/fixtures
 
-.PHONY: setup demo test
+.PHONY: setup demo test lint
 
 setup: .venv/.installed
 
@@ -34,3 +34,7 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The rules are in pyproject.toml ([tool.ruff]); `.venv/bin/ruff check --fix .` applies the safe fixes.
+lint: setup
+	.venv/bin/ruff check .

@@ -17,13 +17,11 @@ from jobs import transcribe
 from jobs.output import count_rows, write_summary
 from jobs.task import Task
 from jobs.transcribe import Plan, RecognizeUnits
-
 from speech.asr import FrontEnd, ModelError, ModelKind
 from speech.asr.base import Batches
 from speech.asr.embed import Embedder, inspect_model, load_embed_front_end
 from speech.options import EmbedOptions
 from speech.schema import EmbeddingRow, embedding_schema, embeddings_table
-from speech.testing import faults
 
 
 class EmbedUnits(RecognizeUnits):
@@ -43,7 +41,6 @@ class EmbedUnits(RecognizeUnits):
         return embedder
 
     def _infer(self, items: list, batches: Batches) -> list:
-        faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
         return self.recognizer.embed([i.windows for i in items], batches)
 
     def _row(self, item, result) -> EmbeddingRow:

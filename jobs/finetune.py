@@ -31,7 +31,6 @@ import torch
 from ray.train.torch import TorchConfig, TorchTrainer, get_device, prepare_model
 
 from jobs.output import FINAL_DIR, TRAIN_DIR, Output, open_output, write_summary
-
 from speech.options import FinetuneOptions
 from speech.train.data import Example, Skipped, epoch_batches, read_examples
 from speech.train.loop import evaluate, train_epoch
@@ -57,7 +56,7 @@ class Plan:
     new_characters: list[str]  # added to the vocabulary (--extend-vocab)
     output: Output
 
-    def __enter__(self) -> "Plan":
+    def __enter__(self) -> Plan:
         return self
 
     def __exit__(self, *exc: object) -> None:

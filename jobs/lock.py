@@ -18,6 +18,7 @@ moment may both pass).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import fsspec
 
@@ -54,7 +55,7 @@ class Owner:
     heartbeat: float  # seconds since the epoch
 
     def describe(self, now: float) -> str:
-        since = datetime.fromtimestamp(self.started, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        since = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"host {self.host}, pid {self.pid}, since {since}, last heartbeat {now - self.heartbeat:.0f} s ago"
 
     def is_stale(self, now: float) -> bool:
@@ -74,7 +75,7 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def acquire(self) -> "Lease":
+    def acquire(self) -> Lease:
         """Take the lease (taking over a stale one) and start the heartbeat; :class:`LockHeld` if it is taken."""
         for _ in range(3):  # a lease that vanishes under us (its owner finished) is tried again
             if self._create() if is_local(self.fs) else self._create_best_effort():
@@ -136,10 +137,8 @@ class Lease:
         if moved is not None and moved.run_id != current.run_id:
             # Another job took over and wrote its own lease between our read and our rename:
             # put its lease back, unless a third one was created meanwhile.
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.link(aside, self.path)
-            except FileExistsError:
-                pass
             os.remove(aside)
             raise LockHeld(self._held_message(moved))
         os.remove(aside)

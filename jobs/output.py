@@ -31,9 +31,9 @@ import json
 import logging
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import fsspec
 import numpy as np
@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.lock import LOCK_FILE, Lease, LockHeld
+from speech.dataset import parquet_files, read_columns, read_output
 from speech.files import is_local
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class Output:
         """Give the output's lease back (safe to call twice)."""
         self.lease.release()
 
-    def __enter__(self) -> "Output":
+    def __enter__(self) -> Output:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -161,11 +162,10 @@ def _prepare(url: str, fs, root: str, job: Mapping[str, Any], overwrite: bool, s
         with fs.open(job_path, "r") as f:
             previous = json.load(f)
     foreign = _foreign(fs, root, previous)
-    if foreign:
-        if previous is None or overwrite:
-            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputError(f"output {url} holds files this tool did not write ({shown}); it is never cleared "
-                              "while it does: choose another output, or move them away")
+    if foreign and (previous is None or overwrite):
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise OutputError(f"output {url} holds files this tool did not write ({shown}); it is never cleared "
+                          "while it does: choose another output, or move them away")
     if overwrite and previous is not None:
         _clear(fs, root, previous)
         previous = None
@@ -193,19 +193,11 @@ def _done_rows(fs, root: str, schema: pa.Schema | None, columns: Sequence[str]) 
     tables = []
     for path in parquet_files(fs, root):
         try:
-            tables.append(_read_columns(fs, path, wanted))
+            tables.append(read_columns(fs, path, wanted))
         except (pa.ArrowInvalid, OSError) as err:
             log.warning("removing partial output file %s (%s)", path, err)
             fs.rm(path)
     return pa.concat_tables(tables) if tables else wanted.empty_table()
-
-
-def _read_columns(fs, path: str, wanted: pa.Schema) -> pa.Table:
-    """``wanted`` columns of one Parquet file; those it lacks (written by an older version) are null."""
-    present = set(pq.read_schema(path, filesystem=fs).names)
-    table = pq.read_table(path, columns=[n for n in wanted.names if n in present], filesystem=fs)
-    return pa.table({field.name: table[field.name].cast(field.type) if field.name in present
-                     else pa.nulls(table.num_rows, field.type) for field in wanted}, schema=wanted)
 
 
 # --- what this tool wrote ------------------------------------------------------------------
@@ -288,13 +280,6 @@ def _protocol(fs) -> str:
 # --- reading and writing rows --------------------------------------------------------------
 
 
-def parquet_files(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:
-    """The Parquet files of output ``root`` (top level: where the jobs write them), sorted."""
-    if not fs.exists(root):
-        return []
-    return sorted(p for p in fs.ls(root, detail=False) if posixpath.basename(p).endswith(".parquet"))
-
-
 def replace_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
     """Write ``table`` over the Parquet file ``path`` all at once: to a temporary name beside
     it first (which :func:`open_output` removes if a crash leaves it), then renamed over it."""
@@ -302,15 +287,6 @@ def replace_table(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> 
     temp = f"{directory}/{_REWRITE_PREFIX}{name}.tmp"
     pq.write_table(table, temp, filesystem=fs)
     fs.mv(temp, path)
-
-
-def read_output(url: str, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    """Every Parquet file under ``url`` as one table with ``schema`` (or its ``columns``);
-    columns a file lacks (written by an older version) are null."""
-    fs, root = fsspec.core.url_to_fs(url)
-    wanted = schema if columns is None else pa.schema([schema.field(c) for c in columns])
-    tables = [_read_columns(fs, p, wanted) for p in parquet_files(fs, root.rstrip("/"))]
-    return pa.concat_tables(tables) if tables else wanted.empty_table()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ Every input row reaches the output exactly once, with its audio or its error.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ import soundfile as sf
 
 from jobs import output as output_files
 from jobs.output import AUDIO_DIR, VERIFY_DIR, count_rows, open_output, parquet_files, replace_table, write_summary
+from speech.audio import encode_audio
 from speech.files import UnsafeName, file_name, is_environment_error
 from speech.options import SynthesizeOptions
 from speech.schema import SYNTHESIS_SCHEMA, SynthesisRow, synthesis_table
@@ -223,13 +223,6 @@ def write_audio(batch: pa.Table, *, options: SynthesizeOptions, model: str, back
                 out.duration_s = len(samples) / rate
         rows.append(out)
     return synthesis_table(rows)
-
-
-def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
-    """Mono float32 ``[n]`` -> 16-bit FLAC or WAV file bytes (samples clipped to [-1, 1])."""
-    buffer = io.BytesIO()
-    sf.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format=fmt.upper(), subtype="PCM_16")
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

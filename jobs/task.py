@@ -8,8 +8,9 @@ a :class:`Task` names the parts that differ. ``speech transcribe`` is ``transcri
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 

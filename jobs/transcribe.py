@@ -24,9 +24,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -41,7 +41,6 @@ from speech.asr.base import Batches
 from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 from speech.inputs import resolve_inputs
 from speech.options import AudioJobOptions, TranscribeOptions
-from speech.testing import faults
 from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
 
 log = logging.getLogger(__name__)
@@ -158,7 +157,6 @@ class RecognizeUnits:
     def _recognize(self, unit: Unit) -> list[TranscriptRow]:
         items = unit.items
         todo = [item for item in items if item.error is None]
-        faults.maybe_crash(self.options.faults, [i.id for i in todo])  # test hook; no-op by default
         results: dict[str, object] = {}
         try:
             results.update(zip((i.id for i in todo), self._infer(todo, unit.batches_of(todo))))
@@ -172,7 +170,6 @@ class RecognizeUnits:
         return [self._row(item, results.get(item.id)) for item in items]
 
     def _infer(self, items: list[Item], batches: Batches) -> list:
-        faults.maybe_poison(self.options.faults, [i.id for i in items])  # test hook; no-op by default
         return self.recognizer.transcribe([i.windows for i in items], [i.language for i in items], batches=batches)
 
     def _row(self, item: Item, result) -> TranscriptRow:
@@ -243,7 +240,7 @@ class Plan:
             return self.inputs
         return self.inputs.filter(pc.invert(pc.is_in(self.inputs["id"], value_set=pa.array(sorted(done), pa.string()))))
 
-    def __enter__(self) -> "Plan":
+    def __enter__(self) -> Plan:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -17,9 +17,9 @@ view into the block's buffer: nothing is copied.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Sequence
 
 import numpy as np
 import pyarrow as pa

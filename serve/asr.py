@@ -256,7 +256,8 @@ class Transcriber:
         )
         return AsrResult(row, batch_size)
 
-    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
+    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s,
+                 batch_size_fn=batch_slots)
     async def _recognize(self, items: list[Item]) -> list[tuple[Transcript, int] | Exception]:
         return await self._replica.run_batch(_Model.transcribe, items)
 
@@ -280,7 +281,8 @@ class Transcriber:
         self._stream_batches[batch_size] += 1
         return replace(output, batch_size=batch_size)
 
-    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
+    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s,
+                 batch_size_fn=batch_slots)
     async def _stream_batch(self, items: list[Item]) -> list[tuple[StreamOutput, int] | Exception]:
         return await self._replica.run_batch(_Model.stream, items)
 
@@ -305,6 +307,14 @@ class Transcriber:
 
 
 __all__ = [
-    "AsrBatching", "AsrRequest", "AsrResult", "DEPLOYMENT", "SERVING_MAX_DURATION_S", "StreamFormat", "Transcriber",
-    "model_key", "request_decoding", "transcribe_options",
+    "DEPLOYMENT",
+    "SERVING_MAX_DURATION_S",
+    "AsrBatching",
+    "AsrRequest",
+    "AsrResult",
+    "StreamFormat",
+    "Transcriber",
+    "model_key",
+    "request_decoding",
+    "transcribe_options",
 ]

@@ -122,7 +122,7 @@ class PlacementWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="speech-placement-watch", daemon=True)
 
-    def start(self) -> "PlacementWatch":
+    def start(self) -> PlacementWatch:
         if self.timeout_s > 0:
             self._thread.start()
         return self

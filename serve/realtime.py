@@ -30,11 +30,19 @@ from ray.serve.handle import DeploymentHandle
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from serve import asr
-from serve.realtime_events import (INPUT_RATE, ProtocolError, SessionConfig, beta_session_object, error, event,
-                                   new_id, session_object, session_update)
+from serve.realtime_events import (
+    INPUT_RATE,
+    ProtocolError,
+    SessionConfig,
+    beta_session_object,
+    error,
+    event,
+    new_id,
+    session_object,
+    session_update,
+)
 from serve.replica import Rejected
-from speech.asr.live import (Committed, Completed, Delta, Event, Failed, LiveError, LiveTranscription, SpeechStarted,
-                             SpeechStopped)
+from speech.asr.live import Committed, Completed, Delta, Event, Failed, LiveError, LiveTranscription, SpeechStarted, SpeechStopped
 from speech.audio import AudioDecodeError, StreamResampler, pcm16_samples
 from speech.options import StreamOptions
 
@@ -144,7 +152,7 @@ class RealtimeSession:
             await self.send([error(err.code, str(err), client_event=client_event)])
         except WebSocketDisconnect:
             raise
-        except Exception:  # noqa: BLE001 - logged with its traceback; the client gets a server_error and goes on
+        except Exception:  # logged with its traceback; the client gets a server_error and goes on
             log.exception("realtime event failed")
             await self.send([error("server_error", "the server failed to handle the event; see its logs",
                                    client_event=client_event, kind="server_error")])
@@ -228,7 +236,7 @@ class RealtimeSession:
             try:
                 output = await self._handle_for(self.config.model).stream.remote(work)
                 events = self._events(live.apply(output))
-            except Exception as err:  # noqa: BLE001 - the session goes on; the client is told
+            except Exception as err:  # the session goes on; the client is told
                 log.warning("live transcription step failed: %s: %s", type(err).__name__, err, exc_info=True)
                 events = self._events(live.abandon())
                 await self.send([error("server_error", f"a transcription step failed ({type(err).__name__}); "

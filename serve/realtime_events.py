@@ -47,7 +47,8 @@ class SessionConfig:
 
     model: str  # served model name
     language: str | None = None
-    turn_detection: TurnDetection | None = TurnDetection()  # None: the client commits turns
+    # None: the client commits turns.
+    turn_detection: TurnDetection | None = TurnDetection()  # noqa: RUF009 - frozen: one shared instance is safe
 
 
 # --- client events -----------------------------------------------------------------------------

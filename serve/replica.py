@@ -135,7 +135,7 @@ class HoldLimit:
         self._changed: asyncio.Condition | None = None  # made in the replica's event loop
 
     @contextlib.asynccontextmanager
-    async def hold(self, amount: float) -> AsyncIterator["Held"]:
+    async def hold(self, amount: float) -> AsyncIterator[Held]:
         changed = self._condition()
         async with changed:
             await changed.wait_for(lambda: self.held == 0 or self.held + amount <= self.capacity)

@@ -169,7 +169,8 @@ class Synthesizer:
             for piece in pieces:  # the client went away: its remaining pieces are not needed
                 piece.cancel()
 
-    @serve.batch(max_batch_size=TtsBatching().max_batch_size, batch_wait_timeout_s=TtsBatching().batch_wait_timeout_s, batch_size_fn=batch_slots)
+    @serve.batch(max_batch_size=TtsBatching().max_batch_size, batch_wait_timeout_s=TtsBatching().batch_wait_timeout_s,
+                 batch_size_fn=batch_slots)
     async def _synthesize(self, items: list[Item]) -> list[tuple[np.ndarray, int] | Exception]:
         return await self._replica.run_batch(_Model.synthesize, items)
 

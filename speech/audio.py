@@ -254,3 +254,10 @@ def _reason(err: Exception) -> str:
 def _is_empty(file: io.IOBase) -> bool:
     file.seek(0, io.SEEK_END)
     return file.tell() == 0
+
+
+def encode_audio(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
+    """Mono float32 ``[n]`` -> 16-bit FLAC or WAV file bytes (samples clipped to [-1, 1])."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(samples, -1.0, 1.0), sample_rate, format=fmt.upper(), subtype="PCM_16")
+    return buffer.getvalue()

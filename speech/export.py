@@ -17,14 +17,14 @@ import errno
 import json
 import math
 import posixpath
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Iterable, Sequence
 
 import fsspec
 import srt
 
-from jobs.output import read_output
+from speech.dataset import read_output
 from speech.files import UnsafeName, file_name
 from speech.schema import TRANSCRIPT_SCHEMA
 

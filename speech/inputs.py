@@ -8,7 +8,7 @@ job compares to find inputs that changed). No audio is read here.
 from __future__ import annotations
 
 import posixpath
-from typing import Sequence
+from collections.abc import Sequence
 
 import fsspec
 import pyarrow as pa
@@ -24,7 +24,7 @@ _GLOB_CHARS = frozenset("*?[")
 #: Manifest columns and their types; anything else in a manifest is ignored.
 _MANIFEST_COLUMNS = {"id": pa.string(), "path": pa.string(), "text": pa.string(), "language": pa.string()}
 
-__all__ = ["InputError", "MANIFEST_EXTENSIONS", "read_manifest", "resolve_inputs"]
+__all__ = ["MANIFEST_EXTENSIONS", "InputError", "read_manifest", "resolve_inputs"]
 
 
 def resolve_inputs(inputs: Sequence[str], *, timeout_s: float | None = READ_TIMEOUT_S) -> pa.Table:

@@ -143,10 +143,10 @@ def graph_specs(path: str | Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def check_graphs(model: str | Path, manifest: Manifest) -> None:
     """Every graph file declares exactly the inputs (names, element types, ranks) the manifest
     says; :class:`OnnxModelError` naming the first that does not."""
-    for name, graph in manifest.graphs.items():
+    for graph in manifest.graphs.values():
         try:
             inputs, _ = graph_specs(Path(model) / graph.file)
-        except Exception as err:  # noqa: BLE001 - onnx raises several types for a damaged file
+        except Exception as err:  # onnx raises several types for a damaged file
             raise OnnxModelError(f"ONNX model {model}: cannot read {graph.file}: {_first_line(err)}") from err
         got = [(t.name, t.dtype, len(t.shape)) for t in inputs]
         want = [(t.name, t.dtype, len(t.shape)) for t in graph.inputs]

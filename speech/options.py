@@ -7,9 +7,11 @@ frozen options object and never re-parses strings.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -46,18 +48,10 @@ class ActorPool(_Options):
     max: int = Field(1, ge=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ActorPool":
+    def _ordered(self) -> ActorPool:
         if self.max < self.min:
             raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
         return self
-
-
-class Faults(_Options):
-    """Test hook: make model actors fail on purpose (speech.testing.faults, docs/reliability.md)."""
-
-    crash_on_id: str | None = None  # the actor process dies on the first call holding this id
-    crash_marker: str | None = None  # file marking that the crash happened (a shared path)
-    poison_ids: list[str] = Field(default_factory=list)  # model calls holding these ids raise
 
 
 #: faster-whisper's and openai-whisper's temperature schedule: greedy first, then sampling ever
@@ -107,7 +101,7 @@ class DecodingOptions(_Options):
         if isinstance(value, (list, tuple)):
             if not value:
                 raise ValueError("give at least one temperature")
-            if any(not 0 <= float(t) <= 1 for t in value) or any(b <= a for a, b in zip(value, value[1:])):
+            if any(not 0 <= float(t) <= 1 for t in value) or any(b <= a for a, b in itertools.pairwise(value)):
                 raise ValueError(f"temperatures must lie in [0, 1] and increase, got {list(value)}")
         return value
 
@@ -121,7 +115,7 @@ class DecodingOptions(_Options):
     def _blank_is_none(cls, value: str | None) -> str | None:
         return value.strip() or None if value is not None else None
 
-    def decoding(self) -> "DecodingOptions":
+    def decoding(self) -> DecodingOptions:
         """Just these fields (also of a subclass such as TranscribeOptions)."""
         return DecodingOptions(**{name: getattr(self, name) for name in DecodingOptions.model_fields})
 
@@ -130,7 +124,7 @@ class DecodingOptions(_Options):
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
     "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
-    "prepare_window", "object_store_mb", "faults", "read_timeout_s",
+    "prepare_window", "object_store_mb", "read_timeout_s",
 }
 
 
@@ -181,7 +175,6 @@ class AudioJobOptions(_Options):
     # that row an error instead of hanging the job (None: wait forever).
     read_timeout_s: float | None = Field(READ_TIMEOUT_S, gt=0)
 
-    faults: Faults | None = None  # test hook only; see speech.testing.faults
 
     def result_options(self) -> dict:
         """The options that decide what the output rows contain.
@@ -192,7 +185,7 @@ class AudioJobOptions(_Options):
         return self.model_dump(mode="json", exclude=_RUNTIME_ONLY)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "AudioJobOptions":
+    def _consistent(self) -> AudioJobOptions:
         if self.dtype == "float16" and self.gpus_per_actor == 0:
             raise ValueError("dtype float16 needs a GPU (gpus_per_actor > 0); use float32 or bfloat16 on CPU")
         for name, amount in self.resources_per_actor.items():
@@ -373,7 +366,7 @@ class SynthesizeOptions(_Options):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SynthesizeOptions":
+    def _consistent(self) -> SynthesizeOptions:
         if self.max_cer is not None and self.verify_with is None:
             raise ValueError("max_cer needs verify_with (an ASR model to transcribe the audio with)")
         return self
@@ -407,7 +400,7 @@ class StreamOptions(_Options):
     max_session_s: float = Field(3600.0, gt=0)  # audio one session may send; more is refused
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StreamOptions":
+    def _consistent(self) -> StreamOptions:
         if self.max_turn_s > self.max_session_s:
             raise ValueError(f"max_turn_s ({self.max_turn_s}) must not exceed max_session_s ({self.max_session_s})")
         return self

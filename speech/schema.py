@@ -10,9 +10,9 @@ Row dataclasses mirror the schemas so Python code never builds dicts by hand.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa

@@ -62,7 +62,7 @@ def ray_local():
 def run_bench(out: Path, *args: str) -> tuple[dict, str]:
     """``speech bench ARGS --json --cache --work`` in this process, writing under ``out``:
     ``(report from the JSON file, printed table)``; the command must exit 0."""
-    from speech.cli import main
+    from cli import main
 
     path = out / "bench.json"
     printed = io.StringIO()
@@ -79,10 +79,8 @@ def kill_session(pid: int) -> None:
     while time.time() < deadline:
         left = [p for p in _session_pids(pid) if p != pid]
         for p in left:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if not left:
             return
         time.sleep(0.5)
@@ -152,7 +150,7 @@ def speech_serve(ray, config_path: Path, model_flags: list[str], work: Path) -> 
     from ray import serve
 
     port = free_port()
-    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path), "--port", str(port),
+    command = [sys.executable, "-m", "cli", "serve", "--config", str(config_path), "--port", str(port),
                *model_flags]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     log_path = work / "speech-serve.log"

@@ -6,8 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import silent_flac
+
 from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
 
 RATE = 16000
@@ -154,9 +154,9 @@ def test_fifos_devices_and_stalled_reads_are_errors_not_hangs(tmp_path, stalled_
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)  # no writer: an ordinary open() would block forever
     for read in (probe, lambda p: decode(p, RATE)):
-        error = _finishes(lambda: read(str(fifo)))
+        error = _finishes(lambda read=read: read(str(fifo)))
         assert isinstance(error, AudioDecodeError) and str(error) == "not a regular file: FIFO"
-        error = _finishes(lambda: read("/dev/zero"))  # endless zeros, not an empty file
+        error = _finishes(lambda read=read: read("/dev/zero"))  # endless zeros, not an empty file
         assert isinstance(error, AudioDecodeError) and str(error) == "not a regular file: character device"
     started = time.monotonic()
     error = _finishes(lambda: probe(stalled_url, timeout_s=1))

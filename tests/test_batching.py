@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -91,7 +93,7 @@ def test_chunk_spans_cover_the_input_with_strides():
     # Kept regions (without strides) tile the input exactly once.
     kept = [(c.start + c.left, c.end - c.right) for c in chunks]
     assert kept[0][0] == 0 and kept[-1][1] == 1000
-    assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(kept))
 
 
 def test_chunk_spans_match_transformers_chunk_iter():

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import psutil
 import pytest
-
-from speech.bench.asr import QUICK_FILES
-from speech.bench.corpus import CorpusSpec, build_corpus
-from speech.bench.realtime import QUICK_CLIPS, QUICK_SESSIONS, SILENCE_MS
-from speech.bench.serve import QUICK_CONCURRENCY, QUICK_REQUESTS
-from speech.cli import main
 from conftest import FIXTURES_DIR, run_bench
+
+from bench.asr import QUICK_FILES
+from bench.corpus import CorpusSpec, build_corpus
+from bench.realtime import QUICK_CLIPS, QUICK_SESSIONS, SILENCE_MS
+from bench.serve import QUICK_CONCURRENCY, QUICK_REQUESTS
+from cli import main
 
 SETTINGS = ("on", "off")
 

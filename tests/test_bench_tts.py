@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from speech.bench.tts import write_corpus
-from speech.cli import main
 from conftest import FIXTURES_DIR, run_bench
+
+from bench.tts import write_corpus
+from cli import main
 
 SYSTEMS = ("ours", "loop", "ceiling")
 ROWS = 4
@@ -71,7 +71,7 @@ def test_ratios_equal_their_definitions(quick_report):
 def test_every_system_made_the_same_audio(quick_report):
     report, _ = quick_report
     checks = report["checks"]
-    assert checks["rows"] == {name: ROWS for name in SYSTEMS}
+    assert checks["rows"] == dict.fromkeys(SYSTEMS, ROWS)
     assert len(set(checks["pieces"].values())) == 1 and checks["pieces"]["loop"] >= ROWS
     # ChatTTS is seeded per piece and its batched decode keeps exact lengths: equal row by row.
     assert checks["lengths_equal"] and checks["length_mismatches"] == {"ours": 0, "ceiling": 0}

@@ -8,7 +8,6 @@ weights, so the same work).
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_bench
 
 SYSTEMS = ("ours", "naive", "unsorted", "faster_whisper", "ceiling")

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLES
+
 from speech.asr.ctc import CtcFrontEnd, CtcRecognizer
 from speech.audio import decode
 
@@ -19,10 +19,10 @@ def models(checkpoints):
 
 
 def test_vad_windows_skip_silence_and_map_words_back(models):
-    vad_front, plain_front, recognizer = models
+    vad_front, _plain_front, recognizer = models
     rows = [json.loads(line) for line in (SAMPLES / "manifest.jsonl").read_text().splitlines()]
     a, b = (decode(str(SAMPLES / rows[i]["path"]), RATE) for i in (0, 3))
-    silence = lambda s: np.zeros(int(s * RATE), np.float32)  # noqa: E731
+    silence = lambda s: np.zeros(int(s * RATE), np.float32)  # noqa: E731 - a one-line local helper
     audio = np.concatenate([silence(1.0), a, silence(2.0), b, silence(1.0)])
     b_start = (RATE + len(a) + 2 * RATE) / RATE
 

@@ -12,14 +12,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import SAMPLES
 
 from speech.asr import decoding
 from speech.asr.decoding import Attempt, Request
 from speech.asr.whisper import WhisperFrontEnd, WhisperRecognizer
 from speech.audio import decode
 from speech.options import DEFAULT_TEMPERATURES, DecodingOptions, OptionsError, TranscribeOptions, load_options
-
-from conftest import SAMPLES
 
 RATE = 16_000
 
@@ -171,7 +170,7 @@ def test_a_babbling_window_is_retried_hotter_and_flagged(engine, tiny, tiny_ct2,
 def test_initial_prompt_hotwords_and_conditioning_reach_the_decoder(tiny, clip):
     front_end = WhisperFrontEnd(tiny)
     recognizer = WhisperRecognizer(tiny, language="en", max_new_tokens=8, timestamps="none")
-    encode = lambda text: recognizer.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+    encode = lambda text: recognizer.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731 - a one-line local helper
     sot_prev, sot = 50362, 50258
     two_windows = front_end.windows(np.concatenate([clip, np.zeros(30 * RATE - len(clip), np.float32), clip]))
     assert len(two_windows) == 2
@@ -184,10 +183,10 @@ def test_initial_prompt_hotwords_and_conditioning_reach_the_decoder(tiny, clip):
     assert second[: second.index(sot)] == [sot_prev, *encode(" fox")]  # no conditioning: the prompt was the first window's
 
     conditioned = greedy.model_copy(update={"condition_on_previous_text": True})
-    got, prompts = _prompts_seen(recognizer, [two_windows], options=[conditioned])
+    _got, prompts = _prompts_seen(recognizer, [two_windows], options=[conditioned])
     first, second = prompts
     assert first[0] == sot
-    text_tokens = [t for t in second[1 : second.index(sot)]]
+    text_tokens = list(second[1 : second.index(sot)])
     assert second[0] == sot_prev and text_tokens and recognizer.tokenizer.decode(text_tokens).strip()
 
 

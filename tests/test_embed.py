@@ -14,14 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
+from conftest import SAMPLES
 from transformers import AutoFeatureExtractor, AutoModel
 
+from cli import main as cli_main
 from jobs import embed
 from speech.audio import decode
-from speech.cli import main as cli_main
 from speech.options import EmbedOptions
-
-from conftest import SAMPLES
 
 RATE = 16000
 CHUNK_S, STRIDE_S = 4.0, 0.5  # files over 4 s are chunked in the xlsr runs
@@ -78,7 +77,7 @@ def _matrix(table) -> np.ndarray:
 
 
 def test_mean_pooled_vectors_equal_a_single_file_forward_in_padded_batches(xlsr_runs, checkpoints, corpus):
-    (options, summary, table), _ = xlsr_runs
+    (_options, summary, table), _ = xlsr_runs
     by_id = dict(zip(table["id"].to_pylist(), _matrix(table)))
     short = sorted(p for p in corpus.glob("clip*.wav"))
     for path in short:
@@ -116,7 +115,7 @@ def test_group_norm_model_batches_only_equal_lengths_and_still_matches(base_run,
 
 
 def test_per_frame_output_covers_every_real_frame_of_every_layer(xlsr_runs, checkpoints, corpus):
-    (_, _, pooled), (options, _, table) = xlsr_runs
+    (_, _, pooled), (_options, _, table) = xlsr_runs
     rows = {row["id"]: row for row in table.to_pylist()}
     mean = dict(zip(pooled["id"].to_pylist(), pooled["embedding"].to_pylist()))
     model = AutoModel.from_pretrained(checkpoints["ctc-xlsr"])

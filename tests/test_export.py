@@ -17,7 +17,7 @@ import soundfile as sf
 import srt
 import webvtt
 
-from speech.cli import main
+from cli import main
 from speech.export import DUPLICATE_ID, NAME_TOO_LONG, TRANSCRIPTION_ERROR, UNSAFE_ID, CueLimits, ExportError, export
 from speech.schema import Segment, TranscriptRow, Word, transcripts_table
 

@@ -72,7 +72,7 @@ def test_manifest_empty_path_names_the_row(tmp_path):
 
 def test_duplicate_ids_fail_before_the_job(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"id": "x", "path": "a.wav"}\n{"id": "x", "path": "b.wav"}\n')
-    with pytest.raises(InputError, match="duplicate ids.*'x'"):
+    with pytest.raises(InputError, match=r"duplicate ids.*'x'"):
         resolve_inputs([str(tmp_path / "m.jsonl")])
 
 

@@ -25,11 +25,11 @@ import openai
 import pytest
 import soundfile as sf
 import yaml
+from conftest import FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY, job_texts, serve_test_config, speech_serve
 from openai.types.beta.realtime.transcription_session import InputAudioTranscription, TurnDetection
 from openai.types.realtime import RealtimeServerEvent
 from rapidfuzz.distance import Levenshtein
 
-from conftest import FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY, job_texts, serve_test_config, speech_serve
 from speech.asr.vad import speech_spans
 from speech.audio import decode
 

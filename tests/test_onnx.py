@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-
 from conftest import FIXTURES_DIR, SAMPLES
+
+from cli import main as cli_main
 from jobs import transcribe
 from speech.audio import decode
-from speech.cli import main as cli_main
-from speech.options import SynthesizeOptions, TranscribeOptions
 from speech.onnx_model import read_manifest
+from speech.options import SynthesizeOptions, TranscribeOptions
 from speech.testing.onnx_checkpoints import onnx_export
 from speech.text.score import character_error_rate
 

@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import FIXTURES_DIR
 from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer, GenerationConfig
 
-from speech.cli import main as cli_main
+from cli import main as cli_main
 from speech.convert import ct2_whisper
 from speech.convert.ct2_format import read_model
-from speech.testing import english, real_whisper as real
+from speech.testing import english
+from speech.testing import real_whisper as real
 from speech.testing.make_samples import SAMPLE_RATE
-
-from conftest import FIXTURES_DIR
 
 #: Clips of two sentences each (4-7 s).
 CLIPS = 10
@@ -277,7 +277,7 @@ def test_word_timings_are_ordered_and_inside_the_audio(ct2_job):
         assert len(words) >= 5
         times = [t for w in words for t in (w["start"], w["end"])]
         assert times == sorted(times), row.name
-        assert 0 <= times[0] and times[-1] <= row["duration_s"] + 1e-3
+        assert times[0] >= 0 and times[-1] <= row["duration_s"] + 1e-3
         assert all(0 < w["confidence"] <= 1 for w in words)
         assert "".join(w["word"] for w in words).replace(" ", "") == row["text"].replace(" ", "")
 
@@ -382,7 +382,6 @@ def test_bad_ctranslate2_models_are_one_line_errors(ct2_dir, other_ct2_model, tm
 def server(ray_local, ct2_dir, tmp_path_factory):
     """``speech serve`` with the real CTranslate2 model only (word timestamps); yields the base URL."""
     import yaml
-
     from conftest import REPO, speech_serve
 
     work = tmp_path_factory.mktemp("serve-real")

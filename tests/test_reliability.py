@@ -19,13 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-
 from conftest import REPO, SAMPLES, kill_session, silent_flac
+from fault_injection import faulty_task
+
+from cli import main
 from jobs import transcribe
 from jobs.output import OutputError, open_output
 from speech.audio import decode
-from speech.cli import main
-from speech.options import Faults, TranscribeOptions
+from speech.options import TranscribeOptions
 
 RATE = 16000
 
@@ -65,7 +66,7 @@ def test_kill_and_resume_gives_every_id_exactly_once(ray_local, checkpoints, cor
     out = tmp_path / "out"
     config = tmp_path / "job.yaml"
     config.write_text("torch_threads: 1\nbatch_seconds: 2\n")
-    cmd = [sys.executable, "-m", "speech.cli", "transcribe", str(corpus_200), "-o", str(out),
+    cmd = [sys.executable, "-m", "cli", "transcribe", str(corpus_200), "-o", str(out),
            "--model", str(model), "--config", str(config)]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
@@ -169,9 +170,9 @@ def test_overwrite_never_deletes_what_the_tool_did_not_write(tmp_path, checkpoin
 def test_stale_lock_is_taken_over_and_a_live_one_refused(tmp_path, caplog):
     out = tmp_path / "out"
     job = {"job": "transcribe", "model": "m"}
-    with open_output(str(out), job=job, overwrite=False):
-        with pytest.raises(OutputError, match=rf"is in use by another job \(host {socket.gethostname()}, pid {os.getpid()}"):
-            open_output(str(out), job=job, overwrite=False)
+    busy = rf"is in use by another job \(host {socket.gethostname()}, pid {os.getpid()}"
+    with open_output(str(out), job=job, overwrite=False), pytest.raises(OutputError, match=busy):
+        open_output(str(out), job=job, overwrite=False)
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid of this host whose process has exited: a job killed with -9
     now = time.time()
@@ -216,9 +217,9 @@ def test_dropping_rows_is_crash_safe(tmp_path):
 def test_actor_crash_mid_job_loses_nothing(ray_local, checkpoints, corpus_200, tmp_path):
     marker = tmp_path / "crashed"
     files = sorted(corpus_200.iterdir())[:30]
-    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=2,
-                       faults=Faults(crash_on_id="utt010.wav", crash_marker=str(marker)))
-    summary = transcribe.run(options)
+    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=2)
+    task = faulty_task(transcribe.TRANSCRIBE, crash_on_id="utt010.wav", crash_marker=str(marker))
+    summary = transcribe.run(options, task=task)
     assert marker.exists()  # the actor really died once
     rows = _rows(tmp_path / "out")
     assert sorted(rows["id"]) == sorted(f.name for f in files)
@@ -227,9 +228,8 @@ def test_actor_crash_mid_job_loses_nothing(ray_local, checkpoints, corpus_200, t
 
 def test_poison_item_fails_alone(ray_local, checkpoints, corpus_200, tmp_path):
     files = sorted(corpus_200.iterdir())[:10]  # < 15 s in all: one unit, one model call
-    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=60,
-                       faults=Faults(poison_ids=["utt003.wav"]))
-    transcribe.run(options)
+    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=60)
+    transcribe.run(options, task=faulty_task(transcribe.TRANSCRIBE, poison_ids=["utt003.wav"]))
     rows = _rows(tmp_path / "out").set_index("id")
     assert len(rows) == 10
     assert "injected model failure" in rows.loc["utt003.wav", "error"]
@@ -295,7 +295,7 @@ def test_bad_input_matrix(ray_local, checkpoints, speech_clips, tmp_path, stalle
 
 def test_duplicate_ids_fail_before_the_job_starts(tmp_path, checkpoints):
     (tmp_path / "m.jsonl").write_text('{"id": "a", "path": "1.wav"}\n{"id": "a", "path": "2.wav"}\n')
-    from speech.cli import main
+    from cli import main
 
     assert main(["transcribe", str(tmp_path / "m.jsonl"), "-o", str(tmp_path / "o"),
                  "--model", str(checkpoints["ctc-xlsr"])]) == 2
@@ -322,7 +322,7 @@ def test_busy_output_is_refused_and_a_rerun_follows_changed_inputs(ray_local, ch
     sf.write(corpus / "002.flac", np.zeros(RATE, np.float32), RATE)  # new content: one second of silence
     again = transcribe.run(options)
     rows = _rows(out).set_index("id")
-    assert sorted(rows.index) == ["002.flac", "003.flac"]  # every current input once, no stale row
+    assert sorted(rows.index) == [i for i in ids if i != "001.flac"]  # every current input once, no stale row
     assert (again.changed_inputs, again.removed_inputs, again.duplicate_ids) == (1, 1, 0)
     assert rows.loc["002.flac", "duration_s"] == pytest.approx(1.0)
     assert rows.loc["002.flac", "input_size"] == (corpus / "002.flac").stat().st_size
@@ -362,7 +362,7 @@ def test_read_only_and_full_disks_are_one_line_and_exit_2(tmp_path, checkpoints)
     read_only, tiny = tmp_path / "ro", tmp_path / "tiny"
     read_only.mkdir()
     tiny.mkdir()
-    speech = f"{sys.executable} -m speech.cli transcribe {SAMPLES} --model {checkpoints['ctc-xlsr']} --cpus-per-actor 0.5"
+    speech = f"{sys.executable} -m cli transcribe {SAMPLES} --model {checkpoints['ctc-xlsr']} --cpus-per-actor 0.5"
     script = (
         f"mount -t tmpfs -o ro,size=16k tmpfs {read_only} && mount -t tmpfs -o size=16k tmpfs {tiny} && "
         f"{speech} -o {read_only}/out 2>{tmp_path}/ro.err; echo $? > {tmp_path}/ro.rc; "

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import socket
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,9 +27,8 @@ import soundfile as sf
 import srt
 import webvtt
 import yaml
-
-from conftest import (FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY as API_KEY, job_texts, serve_test_config, silent_flac,
-                      speech_serve)
+from conftest import FIXTURES_DIR, REPO, SAMPLES, job_texts, serve_test_config, silent_flac, speech_serve
+from conftest import TEST_API_KEY as API_KEY
 
 MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
 BODY_TIMEOUT_S = 5  # a request body must arrive within this (test_slow_body_...)
@@ -159,7 +158,7 @@ def test_config_is_a_serve_config_as_it_stands():
 def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "speech.cli", "serve", "--asr-model", str(tmp_path / "missing")],
+        [sys.executable, "-m", "cli", "serve", "--asr-model", str(tmp_path / "missing")],
         capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "RAY_ADDRESS": ""},
     )
     assert result.returncode == 2
@@ -168,9 +167,9 @@ def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
 
 
 def test_speech_serve_refuses_an_unset_api_key_variable_before_starting_ray(tmp_path, models, monkeypatch, capsys):
+    from cli import main
     from serve import app
     from serve.app import ConfigError, ServeArgs, build_app
-    from speech.cli import main
 
     config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
     config["applications"][0]["args"]["api_key_env"] = "SPEECH_TEST_KEY_NOBODY_SET"

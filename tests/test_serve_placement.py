@@ -16,8 +16,8 @@ import sys
 import httpx
 import pytest
 import yaml
-
 from conftest import REPO, SAMPLES, free_port, speech_serve
+
 from serve.placement import fit_cpus, never_placeable
 
 CONFIG = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
@@ -64,9 +64,9 @@ def _config(tmp_path):
 
 @pytest.fixture(scope="module")
 def models(checkpoints):
-    from speech.testing.tts_checkpoints import build_tts_fixtures
-
     from conftest import FIXTURES_DIR
+
+    from speech.testing.tts_checkpoints import build_tts_fixtures
 
     return checkpoints["ctc-xlsr"], build_tts_fixtures(FIXTURES_DIR)["tts-vits"]
 
@@ -93,7 +93,7 @@ def test_a_replica_that_cannot_be_scheduled_ends_the_command_with_one_line(ray_l
     _, tts_model = models
     held = placement_group([{"CPU": 1.5}])
     ray_local.get(held.ready(), timeout=60)
-    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(_config(tmp_path)), "--port", str(free_port()),
+    command = [sys.executable, "-m", "cli", "serve", "--config", str(_config(tmp_path)), "--port", str(free_port()),
                "--placement-timeout-s", "1", "--tts-model", str(tts_model)]
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     try:

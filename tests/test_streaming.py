@@ -11,11 +11,21 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-
 from conftest import SAMPLES
+
 from speech.asr import load_front_end, load_recognizer
-from speech.asr.live import (Committed, Completed, Delta, Failed, LiveError, LiveTranscription, SpeechStarted,
-                             SpeechStopped, TurnDetection, transcribe_live)
+from speech.asr.live import (
+    Committed,
+    Completed,
+    Delta,
+    Failed,
+    LiveError,
+    LiveTranscription,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetection,
+    transcribe_live,
+)
 from speech.asr.streaming import StreamingModel, StreamOutput
 from speech.asr.vad import SileroVad, VadCarry, speech_spans
 from speech.audio import AudioDecodeError, StreamResampler, decode, pcm16_samples, prepare_samples
@@ -68,7 +78,7 @@ def test_stream_resampler_equals_resampling_the_whole_stream():
     resampler = StreamResampler(24_000, RATE)
     for _ in range(2):  # a flush starts a new stream
         pieces = [resampler.push(audio[i : i + 2400]) for i in range(0, len(audio), 2400)]
-        streamed = np.concatenate(pieces + [resampler.flush()])
+        streamed = np.concatenate([*pieces, resampler.flush()])
         assert np.array_equal(streamed, prepare_samples(audio, 24_000, RATE))
     assert StreamResampler(RATE, RATE).push(CLIP) is not None and StreamResampler(RATE, RATE).flush().size == 0
 

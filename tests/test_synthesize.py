@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import FIXTURES_DIR
+
 from jobs.output import OutputError
 from jobs.synthesize import UTTERANCE_TYPE, read_utterances, utterance_values
 from speech.options import SynthesizeOptions
@@ -122,7 +122,7 @@ def test_vits_speed_is_applied_per_utterance(vits):
     assert len(fast) < len(normal)  # durations scaled by 1 / speed
     mixed = model.synthesize(_prepare(front_end, text, speed=2.0) + _prepare(front_end, text, speed=1.0))
     assert np.array_equal(mixed[0], fast) and np.array_equal(mixed[1], normal)  # one model, any speeds
-    with pytest.raises(TextError, match="speed 9 is outside 0.25..4"):
+    with pytest.raises(TextError, match=r"speed 9 is outside 0\.25\.\.4"):
         _prepare(front_end, text, speed=9.0)
 
 
@@ -339,7 +339,7 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
 
 
 def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys):
-    from speech.cli import main
+    from cli import main
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("hi\n")
@@ -348,7 +348,8 @@ def test_cli_rejects_inconsistent_options_before_starting(tts, tmp_path, capsys)
     assert "max_cer needs verify_with" in capsys.readouterr().err
     code = main(["synthesize", str(corpus), "-o", str(tmp_path / "o"), "--model", str(tts["tts-chattts"]), "--speed", "1.5"])
     assert code == 2
-    assert capsys.readouterr().err.strip() == "speech: error: speed: the chattts backend takes no speaking rate (ChatTTS: a [speed_N] prompt token of its GPT); leave speed unset"
+    assert capsys.readouterr().err.strip() == ("speech: error: speed: the chattts backend takes no speaking rate "
+                                               "(ChatTTS: a [speed_N] prompt token of its GPT); leave speed unset")
 
 
 def test_voices_are_dealt_reproducibly_to_rows_without_one(tmp_path):
@@ -371,7 +372,7 @@ def test_voices_are_dealt_reproducibly_to_rows_without_one(tmp_path):
 
 
 def test_speech_voices_lists_a_models_voices(tts, capsys):
-    from speech.cli import main
+    from cli import main
 
     assert main(["voices", str(tts["tts-vits"])]) == 0
     assert capsys.readouterr().out.split() == ["default", "kor"]

@@ -1,6 +1,6 @@
 """The prepare -> model hand-over (jobs/units.py): units survive Arrow, features come back as views."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
@@ -8,7 +8,7 @@ import pyarrow as pa
 from jobs.units import UNIT_SCHEMA, Item, Unit, read_units, units_table
 from speech.asr import Window
 
-MTIME = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+MTIME = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
 def _units() -> list[Unit]:

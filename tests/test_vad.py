@@ -8,6 +8,7 @@ every true span is known in samples of the composed audio.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import subprocess
 import sys
@@ -83,7 +84,7 @@ def test_finds_known_speech_spans(vad, parts):
     found = speech_spans(audio, 16_000, vad=vad)
     _assert_matches(found, truth, 16_000)
     assert all(0 <= s.start < s.end <= len(audio) for s in found)
-    assert all(a.end <= b.start for a, b in zip(found, found[1:])), "spans must be ordered, not overlapping"
+    assert all(a.end <= b.start for a, b in itertools.pairwise(found)), "spans must be ordered, not overlapping"
 
 
 def test_default_detector_matches_an_explicit_one(vad):
@@ -167,7 +168,7 @@ def test_batch_matches_one_at_a_time(vad):
 
 
 def test_detector_survives_pickling(vad):
-    audio, truth = _compose([0.5, "en/001", 0.5], 16_000)
+    audio, _truth = _compose([0.5, "en/001", 0.5], 16_000)
     copy = pickle.loads(pickle.dumps(vad))
     assert copy is not vad
     assert speech_spans(audio, 16_000, vad=copy) == speech_spans(audio, 16_000, vad=vad)

@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import SAMPLES
 from transformers import AutoFeatureExtractor, AutoModelForSpeechSeq2Seq, GenerationConfig, pipeline
 
+from cli import main as cli_main
 from jobs import transcribe
 from jobs.units import Item
 from speech.asr import ModelError, detect_backend, detect_model, load_front_end, load_recognizer
 from speech.asr.whisper import WhisperFrontEnd, WhisperRecognizer
 from speech.audio import decode
-from speech.cli import main as cli_main
 from speech.options import DecodingOptions, TranscribeOptions
-
-from conftest import SAMPLES
 
 RATE = 16_000
 MAX_NEW_TOKENS = 24  # random decoders babble; every call is bounded
@@ -218,7 +217,7 @@ def test_long_input_walks_30_s_windows_onto_one_timeline(model, front_end, clips
     got = _recognizer(model, windows_per_batch=2).transcribe([windows])[0]
     assert got.computed_samples == 3 * 30 * RATE
     bounds = [t for s in got.segments for t in (s.start, s.end)]
-    assert bounds == sorted(bounds) and 0 <= bounds[0] and bounds[-1] <= 70.0
+    assert bounds == sorted(bounds) and bounds[0] >= 0 and bounds[-1] <= 70.0
     # Every window contributed segments in its own stretch of the file.
     assert {int(s.start // 30) for s in got.segments} == {0, 1, 2}
     # The last window on its own (language as detected on the first) gives the same segments.
@@ -240,7 +239,7 @@ def test_silence_gives_no_text_by_the_no_speech_probability(model, front_end, cl
 
 def test_vad_windows_map_onto_the_original_timeline(model, clips):
     vad_front_end = WhisperFrontEnd(model, vad=True)
-    gap = lambda seconds: np.zeros(int(seconds * RATE), np.float32)  # noqa: E731
+    gap = lambda seconds: np.zeros(int(seconds * RATE), np.float32)  # noqa: E731 - a one-line local helper
     first, second = clips["en/001"], clips["ko/001"]
     audio = np.concatenate([gap(5), first, gap(40), second, gap(3)])
     windows = vad_front_end.windows(audio)
@@ -282,7 +281,7 @@ def test_registry_and_options(model, checkpoints):
     with pytest.raises(ModelError, match="'klingon' is not one this model knows"):
         detect_backend(model, options.model_copy(update={"language": "klingon"}))
     ctc = str(checkpoints["ctc-xlsr"])
-    with pytest.raises(ModelError, match="task 'translate'.*CTC"):
+    with pytest.raises(ModelError, match=r"task 'translate'.*CTC"):
         detect_backend(ctc, TranscribeOptions(inputs=["x"], output="y", model=ctc, task="translate"))
 
 
@@ -324,9 +323,9 @@ def test_front_end_plans_the_engine_calls_the_recognizer_makes(model, clips, con
 
 def test_cli_refuses_options_the_model_cannot_honour(model, checkpoints, tmp_path, capsys):
     base = ["transcribe", str(SAMPLES), "-o", str(tmp_path / "out")]
-    assert cli_main(base + ["--model", model, "--language", "klingon"]) == 2
+    assert cli_main([*base, "--model", model, "--language", "klingon"]) == 2
     assert "language 'klingon' is not one this model knows" in capsys.readouterr().err
-    assert cli_main(base + ["--model", str(checkpoints["ctc-xlsr"]), "--task", "translate"]) == 2
+    assert cli_main([*base, "--model", str(checkpoints["ctc-xlsr"]), "--task", "translate"]) == 2
     assert "can only transcribe" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
@@ -367,5 +366,5 @@ def test_job_gives_one_row_per_input_with_errors_for_bad_files(ray_local, model,
     assert (spoken["computed_s"] == 30.0).all() and (spoken["text"].str.len() > 0).sum() >= len(spoken) // 2
     for _, row in spoken.iterrows():
         times = [t for s in row["segments"] for t in (s["start"], s["end"])]
-        assert times == sorted(times) and 0 <= times[0] and times[-1] <= row["duration_s"] + 1e-3
+        assert times == sorted(times) and times[0] >= 0 and times[-1] <= row["duration_s"] + 1e-3
         assert all(0 <= w["start"] <= w["end"] <= row["duration_s"] + 1e-3 for w in row["words"])

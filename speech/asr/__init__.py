@@ -22,8 +22,16 @@ from speech.asr.base import FrontEnd, Recognizer, Transcript, Window
 from speech.options import TranscribeOptions
 
 __all__ = [
-    "FrontEnd", "Recognizer", "Transcript", "Window", "ModelError", "ModelKind", "detect_backend", "detect_model",
-    "load_front_end", "load_recognizer",
+    "FrontEnd",
+    "ModelError",
+    "ModelKind",
+    "Recognizer",
+    "Transcript",
+    "Window",
+    "detect_backend",
+    "detect_model",
+    "load_front_end",
+    "load_recognizer",
 ]
 
 

@@ -49,10 +49,10 @@ class CrossAttention:
         self.steps: dict[int, list[torch.Tensor]] = {layer: [] for layer, _ in heads}
         self.handles = []
 
-    def __enter__(self) -> "CrossAttention":
+    def __enter__(self) -> CrossAttention:
         layers = self.model.get_decoder().layers
         for layer in self.steps:
-            wanted = [head for l, head in self.heads if l == layer]
+            wanted = [head for at, head in self.heads if at == layer]
             self.handles.append(layers[layer].encoder_attn.register_forward_hook(self._keep(layer, wanted)))
         return self
 
@@ -72,7 +72,7 @@ class CrossAttention:
     def weights(self) -> torch.Tensor:
         """float32 ``[batch, heads, queries, frames]``, heads in the order they were given."""
         by_layer = {layer: torch.cat(steps, dim=2) for layer, steps in self.steps.items()}
-        index = {layer: [h for l, h in self.heads if l == layer] for layer in by_layer}
+        index = {layer: [h for at, h in self.heads if at == layer] for layer in by_layer}
         return torch.stack([by_layer[layer][:, index[layer].index(head)] for layer, head in self.heads], dim=1)
 
 

@@ -10,8 +10,9 @@ Both are plain Python; the Ray job and the Serve app drive the same classes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -9,8 +9,9 @@ stride-trimmed stitching, word timings from the frame alignment.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -13,8 +13,9 @@ layer norm" models before the final layer norm, as transformers returns it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch

@@ -32,7 +32,7 @@ Text
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class Failed:
     turn: int  # its completed text could not be computed (the model call failed)
 
 
-Event = Union[SpeechStarted, SpeechStopped, Committed, Delta, Completed, Failed]
+Event = SpeechStarted | SpeechStopped | Committed | Delta | Completed | Failed
 
 
 @dataclass
@@ -357,7 +357,7 @@ class LiveTranscription:
         if turn is self._open:
             self._open = None
         events: list[Event] = [SpeechStopped(turn.id, self._seconds(end))] if stopped and self.turn_detection else []
-        return events + [Committed(turn.id)]
+        return [*events, Committed(turn.id)]
 
     def _alive(self, turn: _Turn) -> bool:
         return turn is self._open or turn in self._closed
@@ -488,5 +488,17 @@ def _drain(live: LiveTranscription, model: StreamingModel) -> list[Event]:
     return events
 
 
-__all__ = ["Committed", "Completed", "Delta", "Event", "Failed", "LiveError", "LiveTranscription", "MIN_COMMIT_S",
-           "SpeechStarted", "SpeechStopped", "TurnDetection", "transcribe_live"]
+__all__ = [
+    "MIN_COMMIT_S",
+    "Committed",
+    "Completed",
+    "Delta",
+    "Event",
+    "Failed",
+    "LiveError",
+    "LiveTranscription",
+    "SpeechStarted",
+    "SpeechStopped",
+    "TurnDetection",
+    "transcribe_live",
+]

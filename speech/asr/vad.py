@@ -20,12 +20,13 @@ resampler, :func:`speech.audio.prepare_samples`.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import threading
 import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ class VadCarry:
     context: np.ndarray  # float32 [64]: the previous frame's last samples
 
     @classmethod
-    def start(cls) -> "VadCarry":
+    def start(cls) -> VadCarry:
         """The carry of a stream that has not begun: silence before it, as the model's reset."""
         return cls(np.zeros(_STATE_SHAPE, np.float32), np.zeros(_CONTEXT_SAMPLES, np.float32))
 
@@ -289,7 +290,7 @@ def pack_spans(spans: Sequence[SpeechSpan], max_samples: int) -> list[list[Speec
     """
     if max_samples <= 0:
         raise ValueError(f"max_samples must be positive, got {max_samples}")
-    for before, after in zip(spans, spans[1:]):
+    for before, after in itertools.pairwise(spans):
         if after.start < before.end:
             raise ValueError(f"spans must be ordered and not overlap: {before} is followed by {after}")
     groups: list[list[SpeechSpan]] = []
@@ -308,7 +309,7 @@ def _split(span: SpeechSpan, max_samples: int) -> list[SpeechSpan]:
     """``span`` in the fewest equal pieces of at most ``max_samples``."""
     count = math.ceil(span.length / max_samples)
     bounds = [span.start + span.length * k // count for k in range(count + 1)]
-    return [SpeechSpan(a, b) for a, b in zip(bounds, bounds[1:])]
+    return [SpeechSpan(a, b) for a, b in itertools.pairwise(bounds)]
 
 
 def _to_vad_rate(audio: np.ndarray, sample_rate: int, index: int) -> np.ndarray:

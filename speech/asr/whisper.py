@@ -16,8 +16,9 @@ cross-attention with dynamic time warping (:mod:`speech.asr.alignment`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,11 +29,16 @@ from speech.asr.alignment import CrossAttention, token_bounds
 from speech.asr.base import Batches, Window
 from speech.asr.decoding import Attempt, Request
 from speech.asr.whisper_base import (
-    SpecialTokens, Task, Timestamps, WhisperBase, average_logprob, check_request, load_feature_extractor,
+    SpecialTokens,
+    Task,
+    Timestamps,
+    WhisperBase,
+    average_logprob,
+    check_request,
+    load_feature_extractor,
 )
 from speech.batching import plan_windows
 from speech.options import DecodingOptions
-
 
 #: How a window shorter than 30 s is padded: "audio" (transformers: silence appended to the
 #: audio, then log-mel) or "log_mel" (openai-whisper, faster-whisper: log-mel of the audio, then
@@ -134,7 +140,7 @@ class _ChosenLogprobs(LogitsProcessor):
 
     def logprobs(self, sequences: torch.Tensor) -> np.ndarray:
         """float32 ``[batch, new tokens]`` once generation returned ``sequences``."""
-        steps = self.steps + [self.previous.gather(1, sequences[:, -1:])[:, 0]]
+        steps = [*self.steps, self.previous.gather(1, sequences[:, -1:])[:, 0]]
         return torch.stack(steps, dim=1).cpu().numpy()
 
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
-from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
 # Groups tokens into words exactly as transformers' ASR pipeline does (spaces, or unicode
 # boundaries for languages written without spaces; punctuation attached). A private helper,
 # used with the transformers version pinned in pyproject.toml.
-from transformers.models.whisper.tokenization_whisper import _combine_tokens_into_words
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE, _combine_tokens_into_words
 
 from speech.asr import decoding
 from speech.asr.base import Batches, Transcript, Window
@@ -186,7 +186,7 @@ class WhisperBase(ABC):
         language: list[str | None] = list(given) if self.tokens.multilingual else ["en"] * count
         probability: list[float | None] = [None] * count
         per_file = list(options) if options is not None else [self.decoding] * count
-        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
+        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731 - a one-line local helper
         previous = [decoding.initial_tokens(o, encode) for o in per_file]  # text tokens prompting the next window
         decoded: dict[tuple[int, int], _Window] = {}
         if batches is None:
@@ -204,7 +204,7 @@ class WhisperBase(ABC):
                 prior = previous[u] if k == 0 or per_file[u].condition_on_previous_text else []
                 requests.append(decoding.Request(row, language[u], self._context(per_file[u], prior, encode), per_file[u]))
             results = decoding.decode_with_fallback(
-                requests, lambda group, t: self._decode(encoded, group, t, windows), self._text
+                requests, lambda group, t: self._decode(encoded, group, t, windows), self._text,  # noqa: B023 - called at once
             )
             bounds = self._bounds(encoded, requests, results, windows)
             for (u, k), request, result, times in zip(batch, requests, results, bounds):

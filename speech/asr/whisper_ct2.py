@@ -25,7 +25,13 @@ import numpy as np
 from speech.asr.base import Window
 from speech.asr.decoding import Attempt, Request
 from speech.asr.whisper_base import (
-    SpecialTokens, Task, Timestamps, WhisperBase, average_logprob, check_request, load_feature_extractor,
+    SpecialTokens,
+    Task,
+    Timestamps,
+    WhisperBase,
+    average_logprob,
+    check_request,
+    load_feature_extractor,
 )
 from speech.convert import ct2_whisper
 from speech.options import DecodingOptions

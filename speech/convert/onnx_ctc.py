@@ -116,10 +116,8 @@ def _quantized(manifest: Manifest, out: Path, *, network: torch.nn.Module | None
     try:
         quantize_int8(float_path, out / MODEL_FILE)
         names, layers = graph.input_names, manifest.details["frame_layers"]
-        if network is not None:
-            reference = _torch_logits(network, probe, layers)
-        else:
-            reference = _onnx_logits(float_path, probe, names, layers)
+        reference = (_torch_logits(network, probe, layers) if network is not None
+                     else _onnx_logits(float_path, probe, names, layers))
         figures = _compare(reference, _onnx_logits(out / MODEL_FILE, probe, names, layers))
         figures["against"] = "pytorch" if network is not None else "float32 onnx"
     finally:

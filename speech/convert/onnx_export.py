@@ -127,7 +127,7 @@ def export_graph(
     from torch.export._patches import register_lstm_while_loop_decomposition
 
     auto = torch.export.Dim.AUTO
-    dynamic_shapes = {name: {axis: auto for axis in axes.get(name, {})} or None for name in input_names}
+    dynamic_shapes = {name: dict.fromkeys(axes.get(name, {}), auto) or None for name in input_names}
     module = module.eval()
     with _quiet_exporter(), torch.no_grad(), register_lstm_while_loop_decomposition(), \
             torch.fx.experimental._config.patch(backed_size_oblivious=True):

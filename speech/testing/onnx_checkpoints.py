@@ -11,7 +11,6 @@ import hashlib
 from pathlib import Path
 
 import speech
-
 from speech.testing.checkpoints import build_cached
 
 #: The code an export depends on, relative to the ``speech`` package, by kind of source.

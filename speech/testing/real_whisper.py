@@ -102,8 +102,9 @@ def assemble(part_dirs: list[Path], out: Path) -> Path:
 def verification_features(n_mels: int) -> np.ndarray:
     """Deterministic speech-like input for :func:`speech.convert.ct2_whisper.verify`: float32
     ``[2, n_mels, 3000]`` log-mel of a 4 s voiced, syllable-modulated tone and of 2 s of noise."""
-    from speech.convert.ct2_whisper import SAMPLING_RATE
     from transformers import WhisperFeatureExtractor
+
+    from speech.convert.ct2_whisper import SAMPLING_RATE
 
     rng = np.random.default_rng(0)
     t = np.arange(4 * SAMPLING_RATE) / SAMPLING_RATE

@@ -37,8 +37,8 @@ import torch
 from speech.testing.checkpoints import build_cached
 
 __all__ = [
-    "TTS_FIXTURES_VERSION",
     "KOKORO_VOICES",
+    "TTS_FIXTURES_VERSION",
     "build_chattts_checkpoint",
     "build_kokoro_checkpoint",
     "build_kokoro_fixture",
@@ -234,12 +234,12 @@ def build_chattts_checkpoint(out: Path, seed: int = 0, sizes: dict | None = None
     """
     from ChatTTS.config import Config
     from ChatTTS.model import DVAE, Embed
-
-    from speech.tts.chattts import CHATTTS_CONFIG_FILE, apply_overrides
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaModel
     from vocos import Vocos
     from vocos.pretrained import instantiate_class
+
+    from speech.tts.chattts import CHATTTS_CONFIG_FILE, apply_overrides
 
     out = Path(out)
     asset = out / "asset"

@@ -22,7 +22,7 @@ class ErrorCounts:
     word_edits: int = 0
     words: int = 0
 
-    def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
+    def __add__(self, other: ErrorCounts) -> ErrorCounts:
         return ErrorCounts(self.char_edits + other.char_edits, self.chars + other.chars,
                            self.word_edits + other.word_edits, self.words + other.words)
 

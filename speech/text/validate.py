@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 #: What happens to letters and digits a model cannot say (``--unknown-chars``).
 UnknownChars = Literal["error", "drop", "spell"]

@@ -9,9 +9,9 @@ every worker) and decodes and collates one batch at a time (:func:`collate`).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -8,8 +8,8 @@ when a process group is initialized, so every worker returns the same corpus-lev
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,7 @@ def train_epoch(
     workers stay in step.
     """
     model.train()
-    total, steps, skipped = torch.zeros(2, dtype=torch.float64), 0, []
+    total, skipped = torch.zeros(2, dtype=torch.float64), []
     for examples in batches:
         batch = collate(examples, processor.feature_extractor, processor.tokenizer)
         skipped += batch.skipped
@@ -55,7 +55,6 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         total += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
-        steps += 1
     total = _summed(total, device)
     return EpochResult(loss=float(total[0] / max(total[1], 1)), steps=int(total[1]), skipped=skipped)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from transformers import PreTrainedModel, Wav2Vec2CTCTokenizer

@@ -2,11 +2,13 @@
 
 The backend is chosen here, and only here: from ``--backend`` when given, else from the
 checkpoint's layout, so no stage of the job switches on a model-type string. Each backend
-is a :class:`_Backend` in ``_BACKENDS``: how to build its two halves, and what it takes.
+is a :class:`_Backend` in ``_BACKENDS``: how to recognize its checkpoints, how to build its
+two halves, and what it takes.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,12 +27,31 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class _Backend:
-    """How to build one backend's two halves, and what it can be asked for."""
+    """How to recognize one backend's checkpoints, build its two halves, and what it can be asked for."""
 
+    # (directory, its config) -> whether the checkpoint is this backend's, reading no weights; the
+    # config is config.json's mapping (None: there is none), read on the first call.
+    recognizes: Callable[[Path, Callable[[], dict | None]], bool]
     front_end: Callable[[str, SynthesizeOptions, int], TextFrontEnd]  # (model, options, max_piece_chars)
     model: Callable[[str, SynthesizeOptions, str], TtsModel]  # (model, options, device)
     piece_chars: int  # longest piece given to the model at once when the options do not say (characters)
     speed: bool  # takes a speaking rate per utterance (``Utterance.speed``)
+
+
+def _is_chattts(path: Path, config: Callable[[], dict | None]) -> bool:
+    from speech.tts.chattts import is_chattts_checkpoint
+
+    return is_chattts_checkpoint(path)
+
+
+def _is_kokoro(path: Path, config: Callable[[], dict | None]) -> bool:
+    found = config()
+    return found is not None and "istftnet" in found and "vocab" in found
+
+
+def _is_vits(path: Path, config: Callable[[], dict | None]) -> bool:
+    found = config()
+    return found is not None and found.get("model_type") == "vits"
 
 
 def _vits_front_end(model: str, options: SynthesizeOptions, max_piece_chars: int) -> TextFrontEnd:
@@ -84,41 +105,47 @@ def _kokoro_model(model: str, options: SynthesizeOptions, device: str) -> TtsMod
     return KokoroTts(model, device=device)
 
 
+#: In the order detection tries them.
 _BACKENDS = {
-    "vits": _Backend(_vits_front_end, _vits_model, piece_chars=200, speed=True),
     # ChatTTS's speaking rate is a prompt token ([speed_0]..[speed_9]) of its GPT, not a rate.
-    "chattts": _Backend(_chattts_front_end, _chattts_model, piece_chars=120, speed=False),
-    "kokoro": _Backend(_kokoro_front_end, _kokoro_model, piece_chars=300, speed=True),
+    "chattts": _Backend(_is_chattts, _chattts_front_end, _chattts_model, piece_chars=120, speed=False),
+    "kokoro": _Backend(_is_kokoro, _kokoro_front_end, _kokoro_model, piece_chars=300, speed=True),
+    "vits": _Backend(_is_vits, _vits_front_end, _vits_model, piece_chars=200, speed=True),
 }
 
 
 def detect_backend(model: str, backend: str | None = None) -> str:
-    """``backend`` if given, else what the checkpoint at ``model`` is (reads no weights)."""
+    """``backend`` if given, else what the checkpoint at ``model`` is (reads no weights): the
+    first backend of ``_BACKENDS`` that recognizes the directory, else (a hub id) the one that
+    recognizes transformers' config of it."""
     if backend is not None:
         return backend
-    from speech.tts.chattts import is_chattts_checkpoint
-
     path = Path(model)
-    if is_chattts_checkpoint(path):
-        return "chattts"
-    config_file = path / "config.json"
-    if config_file.is_file():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ModelError(f"cannot read {config_file}: {err}") from err
-        if "istftnet" in config and "vocab" in config:
-            return "kokoro"
-        if config.get("model_type") == "vits":
-            return "vits"
+    local = functools.cache(lambda: _local_config(path))
+    for name, spec in _BACKENDS.items():
+        if spec.recognizes(path, local):
+            return name
     try:
         from transformers import AutoConfig
 
-        if AutoConfig.from_pretrained(model).model_type == "vits":
-            return "vits"
+        remote = AutoConfig.from_pretrained(model).to_dict()
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load model {model!r}: {str(err).strip().splitlines()[0]}") from err
+    for name, spec in _BACKENDS.items():
+        if spec.recognizes(path, lambda: remote):
+            return name
     raise ModelError(f"model {model!r} is not a ChatTTS, Kokoro or VITS checkpoint; pass --backend to say which")
+
+
+def _local_config(path: Path) -> dict | None:
+    """The mapping in ``path/config.json``; None when there is no such file."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read {config_file}: {err}") from err
 
 
 def takes_speed(backend: str) -> bool:

@@ -14,8 +14,9 @@ The common steps around them (normalize, validate, split, seed per piece) are in
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 

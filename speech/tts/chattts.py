@@ -22,8 +22,8 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -79,9 +79,9 @@ class ChatTtsFrontEnd:
     markers = _MARKER
 
     def __init__(self, model: str, *, max_piece_chars: int = 120):
+        import ChatTTS
         from ChatTTS.model import Speaker
         from ChatTTS.norm import Normalizer
-        import ChatTTS
 
         config = load_config(model)
         self.normalizer = Normalizer(os.path.join(os.path.dirname(ChatTTS.__file__), "res", "homophones_map.json"))
@@ -96,7 +96,7 @@ class ChatTtsFrontEnd:
             return voice
         try:
             size = self.speaker._decode(voice).size
-        except Exception as err:  # noqa: BLE001 - any decoding failure means "not an embedding"
+        except Exception as err:  # any decoding failure means "not an embedding"
             raise TextError(f"unknown voice {voice[:40]!r}: expected 'seed:N' or a ChatTTS speaker embedding") from err
         if size != self.speaker_dim:
             raise TextError(f"unknown voice: speaker embedding has {size} values, this model takes {self.speaker_dim}")

@@ -11,8 +11,8 @@ for why), so the audio equals the PyTorch backend's within float tolerance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

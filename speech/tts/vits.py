@@ -8,7 +8,7 @@ where the checkpoint asks for it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ _DEFAULT_VOICE = "default"
 # uroman turns Han numerals back into Arabic digits (十二 -> 12), which MMS vocabularies do not
 # have and uroman has no switch against: their pinyin goes in first (a table, by hand).
 _HAN_NUMERALS = str.maketrans({c: f" {p} " for c, p in zip(
-    "零〇一二两三四五六七八九十百千万亿幺", "ling ling yi er liang san si wu liu qi ba jiu shi bai qian wan yi yao".split())})
+    "零〇一二两三四五六七八九十百千万亿幺",
+    "ling ling yi er liang san si wu liu qi ba jiu shi bai qian wan yi yao".split(), strict=True)})
 
 
 class VitsFrontEnd:

@@ -12,8 +12,8 @@ depends on the frame count, runs per clip on its own frames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ class VocosVocoder:
         self.hop_length = int(head.istft.hop_length)
 
     @classmethod
-    def from_directory(cls, path: str | Path, device: str = "cpu") -> "VocosVocoder":
+    def from_directory(cls, path: str | Path, device: str = "cpu") -> VocosVocoder:
         """Load a checkpoint in the hub layout of charactr/vocos-mel-24khz (config.yaml + pytorch_model.bin)."""
         from vocos import Vocos
 

@@ -20,7 +20,8 @@ RULES = Rules()
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
-_MONTH = r"(?P<month>Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sept?(?:ember)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?"
+_MONTH = (r"(?P<month>Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sept?(?:ember)?"
+          r"|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)\.?")
 _CURRENCIES = {"$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₩": "KRW", "₹": "INR"}
 # Names num2words does not have (its English currency table lacks the yen and the won).
 _CURRENCY_NAMES = {"JPY": ("yen", "yen"), "KRW": ("won", "won")}
@@ -173,7 +174,8 @@ def _measure(m: re.Match[str]) -> str:
     return f"{sign}{cardinal(number.lstrip('-'))} {unit}"
 
 
-@RULES.add("year", r"\b(?P<w>in|since|by|from|until|till|of|year|around|before|after|during|circa)\s+(?P<n>1[1-9]\d\d|20\d\d)\b(?!,\d)", re.IGNORECASE)
+@RULES.add("year", r"\b(?P<w>in|since|by|from|until|till|of|year|around|before|after|during|circa)"
+                   r"\s+(?P<n>1[1-9]\d\d|20\d\d)\b(?!,\d)", re.IGNORECASE)
 def _year(m: re.Match[str]) -> str:
     return f"{m['w']} {year(int(m['n']))}"
 

@@ -1,13 +1,13 @@
 """``speech bench tts``: batched ``speech synthesize`` vs a one-utterance-at-a-time loop, same backend.
 
-Systems (each in its own subprocess, see :mod:`speech.bench.tts_systems`):
+Systems (each in its own subprocess, see :mod:`bench.tts_systems`):
 
 * ``ours``: the ``speech synthesize`` job on a local Ray;
 * ``loop``: the same backend class loaded once in one process, one utterance per model call,
   writing the same files;
 * ``ceiling``: the backend's model calls alone (one batched call over the whole corpus, no I/O);
 * with ``engine="onnx"`` (Kokoro), ``ceiling_onnx`` and ``ours_onnx``: the same two on the model
-  exported by ``speech convert onnx``, run with onnxruntime (:mod:`speech.bench.onnx_engine`).
+  exported by ``speech convert onnx``, run with onnxruntime (:mod:`bench.onnx_engine`).
 
 What batching can win depends on the backend: ChatTTS batches its DVAE decoder and Vocos but
 samples its GPT one utterance at a time; VITS and Kokoro run one utterance per forward, so
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.bench import onnx_engine
-from speech.bench.report import count_parameters, load_average, machine, machine_line
-from speech.bench.systems import BenchError, run_system
-from speech.bench.tts_systems import TtsJob
+from bench import onnx_engine
+from bench.harness import BenchError, best_run, run_system
+from bench.report import count_parameters, load_average, machine, machine_line
+from bench.tts_systems import TtsJob
 
 BACKENDS = ("chattts", "vits", "kokoro")
 
@@ -115,12 +115,12 @@ def run(bench: TtsBench, progress=print) -> dict:
     if bench.backend == "chattts":
         options.update(_CHATTTS_SAMPLING, max_new_tokens=_MAX_NEW_TOKENS[bench.quick])
     base = TtsJob(system="", corpus=str(corpus["path"]), threads=bench.threads, work_dir="", options=options)
-    systems = {name: options for name in _SYSTEMS}
+    systems = dict.fromkeys(_SYSTEMS, options)
     if bench.engine == "onnx":
         if bench.backend != "kokoro":
             raise BenchError(f"--engine onnx runs Kokoro only, not {bench.backend}")
         exported = {**options, "model": str(onnx_engine.exports(bench.cache, model, int8=False)[None])}
-        systems.update({name: exported for name in onnx_engine.TTS_SYSTEMS})
+        systems.update(dict.fromkeys(onnx_engine.TTS_SYSTEMS, exported))
     # Round-robin rounds, each system keeping its best: load from other work on a shared
     # machine only ever slows a run down, and round-robin spreads a slow spell over all systems.
     runs: dict[str, list[dict]] = {}
@@ -129,11 +129,11 @@ def run(bench: TtsBench, progress=print) -> dict:
         for name, system_options in systems.items():
             system = name.removesuffix("_onnx")
             job = replace(base, system=system, work_dir=str(work / f"{name}-{round_}"), options=system_options)
-            figures = run_system(job, module="speech.bench.tts_systems")
+            figures = run_system(job, module="bench.tts_systems")
             figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
             runs.setdefault(name, []).append(figures)
             progress(f"  {name:<8} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.3f}")
-    results = {name: _best(figures) for name, figures in runs.items()}
+    results = {name: best_run(figures) for name, figures in runs.items()}
     checks = _checks(results)
     report = _report(bench, model, corpus, options, results, checks, load_before, time.perf_counter() - started)
     if bench.engine == "onnx":
@@ -179,7 +179,10 @@ def write_corpus(path: Path, rows: int, seed: int = 0, mean_words: float = 12.0,
 def _default_model(bench: TtsBench) -> Path:
     from speech.testing.checkpoints import build_cached
     from speech.testing.tts_checkpoints import (
-        TTS_FIXTURES_VERSION, build_chattts_checkpoint, build_kokoro_fixture, build_tts_fixtures,
+        TTS_FIXTURES_VERSION,
+        build_chattts_checkpoint,
+        build_kokoro_fixture,
+        build_tts_fixtures,
     )
 
     if bench.backend == "kokoro":
@@ -190,15 +193,6 @@ def _default_model(bench: TtsBench) -> Path:
     sizes = {"gpt": {"num_hidden_layers": layers}}
     return build_cached(Path(bench.cache), f"bench-tts-chattts-{layers}l",
                         lambda out: build_chattts_checkpoint(out, sizes=sizes), TTS_FIXTURES_VERSION)
-
-
-def _best(runs: list[dict]) -> dict:
-    """The fastest of a system's runs, with every run's RTFx and the highest peak memory of all."""
-    best = dict(max(runs, key=lambda f: f["rtfx"]))
-    best["rtfx_runs"] = [f["rtfx"] for f in runs]
-    best["peak_rss_mb"] = max(f["peak_rss_mb"] for f in runs)
-    best["peak_pss_mb"] = max(f["peak_pss_mb"] for f in runs)
-    return best
 
 
 def _checks(results: dict) -> dict:
@@ -291,7 +285,8 @@ def format_table(report: dict) -> str:
         f"{report['ceiling_fraction']:.3f}; batching_gain (ceiling / loop's model calls alone): {report['batching_gain']:.3f}; "
         f"loop's time in model calls: {report['loop_model_share']:.1%}.",
         f"Checks: every system wrote {checks['rows']['loop']} rows ({checks['pieces']['loop']} pieces); "
-        + ("audio lengths equal row by row." if checks["lengths_equal"] else f"{mismatches} row lengths DIFFER: {checks['mismatched_ids']}."),
+        + ("audio lengths equal row by row." if checks["lengths_equal"]
+           else f"{mismatches} row lengths DIFFER: {checks['mismatched_ids']}."),
         *([f"ONNX Runtime / PyTorch RTFx: model calls {report['onnx_vs_torch']['ceiling']:.3f}, "
            f"our job {report['onnx_vs_torch']['ours']:.3f}."] if "onnx_vs_torch" in report else []),
         "",

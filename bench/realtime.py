@@ -1,7 +1,7 @@
 """``speech bench serve --realtime``: live transcription latency over ``/v1/realtime``.
 
 One server - ``speech serve`` of configs/serve.yaml with the benchmarked CTC model, the config's
-batching, one replica per deployment and a local Ray of its own (:func:`speech.bench.serve.serving`)
+batching, one replica per deployment and a local Ray of its own (:func:`bench.serve.serving`)
 - and ``sessions`` concurrent WebSocket sessions of OpenAI's Realtime API with server VAD, each
 streaming clips as a microphone would: 24 kHz 16-bit PCM in 100 ms appends paced in real time,
 every clip followed by ``silence_s`` of silence so that the VAD closes its turn. The clips are the
@@ -33,18 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.harness import BenchError
+from bench.report import load_average, machine, machine_line
+from bench.serve import default_model, server_config, serving
 from speech.asr.vad import speech_spans
 from speech.audio import decode
-from speech.bench.report import load_average, machine, machine_line
-from speech.bench.serve import default_model, server_config, serving
-from speech.bench.systems import BenchError
 
 RATE = 24_000  # the Realtime API's PCM rate
 CHUNK = RATE // 10  # samples per append (100 ms)
 SILENCE_MS = 500  # server_vad silence_duration_ms: OpenAI's default
 FULL_SESSIONS, FULL_CLIPS = 4, 6  # sessions at once, clips per session
 QUICK_SESSIONS, QUICK_CLIPS = 2, 2
-_SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+_SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 _TURN_TIMEOUT_S = 300  # a session's last event must come this long after its last append at most
 
 
@@ -158,7 +158,7 @@ async def _session(base_url: str, clips: list[Clip], silence_s: float) -> list[d
             await asyncio.sleep(max(0.0, begin + (i // CHUNK + 1) * CHUNK / RATE - time.perf_counter()))
         try:
             events = await asyncio.wait_for(receiver, _TURN_TIMEOUT_S)
-        except asyncio.TimeoutError as err:
+        except TimeoutError as err:
             raise BenchError(f"a session got no transcript for all of its {len(clips)} turns within "
                              f"{_TURN_TIMEOUT_S} s of its last audio") from err
     items = [e["item_id"] for _, e in events if e["type"] == "input_audio_buffer.speech_started"]

@@ -1,6 +1,6 @@
 """``speech bench asr``: our transcription job against its peers, on one machine, one corpus, one model.
 
-Systems (each in its own subprocess, see :mod:`speech.bench.systems`):
+Systems (each in its own subprocess, see :mod:`bench.systems`):
 
 * ``ours``: the ``speech transcribe`` job on a local Ray;
 * ``naive``: transformers' ASR pipeline, one file at a time;
@@ -9,14 +9,14 @@ Systems (each in its own subprocess, see :mod:`speech.bench.systems`):
 * ``ours_10x``: our job on the corpus listed 10 times, for its peak memory;
 * ``profile``: our job's stages run serially and timed, to show where the time goes;
 * with ``engine="onnx"``, ``ours_onnx`` and ``ours_onnx_int8``: our job on the model exported by
-  ``speech convert onnx`` (float32, int8), run with onnxruntime (:mod:`speech.bench.onnx_engine`).
+  ``speech convert onnx`` (float32, int8), run with onnxruntime (:mod:`bench.onnx_engine`).
 
-``backend="whisper"`` benchmarks a Whisper model instead (see :mod:`speech.bench.whisper`):
+``backend="whisper"`` benchmarks a Whisper model instead (see :mod:`bench.whisper`):
 ``ours``, ``naive``, ``unsorted``, ``faster_whisper`` (faster-whisper's batched pipeline on the
 same weights converted for CTranslate2) and ``ceiling`` (encoder + greedy generate on
 pre-computed features); no memory run and no profile. With ``real``, the real Whisper base on
 English speech, both our engines against faster-whisper and the batched pipeline, with word
-error rates (:mod:`speech.bench.whisper_real`).
+error rates (:mod:`bench.whisper_real`).
 
 Absolute times on a shared machine are noise; the ratios between systems measured in one
 run are the result. The report records the machine and its load.
@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from speech.bench import onnx_engine
-from speech.bench.corpus import CorpusSpec, build_corpus, repeat_manifest
-from speech.bench.report import count_parameters, load_average, machine, machine_line
-from speech.bench.systems import TEXTS_FILE, BenchError, Job, run_system
+from bench import onnx_engine
+from bench.corpus import CorpusSpec, build_corpus, repeat_manifest
+from bench.harness import TEXTS_FILE, BenchError, Job, best_run, run_system
+from bench.report import count_parameters, load_average, machine, machine_line
 
 #: Systems timed against each other (run round-robin when repeated).
 _SPEED_SYSTEMS = ("ceiling", "ours", "naive", "unsorted")
@@ -52,7 +52,7 @@ _LABELS = {
     "faster_whisper": "faster-whisper batched, same weights (float32)",
 }
 
-#: Whisper: report name -> system run (see speech.bench.whisper), in run order.
+#: Whisper: report name -> system run (see bench.whisper), in run order.
 _WHISPER_SYSTEMS = {
     "ceiling": "whisper_ceiling",
     "ours": "whisper_ours",
@@ -79,7 +79,7 @@ class AsrBench:
     backend: str = "ctc"  # "ctc" or "whisper": which model family, and so which systems
     max_new_tokens: int = 48  # whisper: tokens every system generates per 30 s window (greedy)
     engine: str = "torch"  # "onnx": also our job on the model's float32 and int8 ONNX exports (CTC)
-    real: bool = False  # whisper: real weights and English speech, both engines, WER (speech.bench.whisper_real)
+    real: bool = False  # whisper: real weights and English speech, both engines, WER (bench.whisper_real)
 
 
 def run(bench: AsrBench, progress=print) -> dict:
@@ -90,7 +90,7 @@ def run(bench: AsrBench, progress=print) -> dict:
     if bench.backend not in ("ctc", "whisper"):
         raise ValueError(f"backend {bench.backend!r}: expected 'ctc' or 'whisper'")
     if bench.real:
-        from speech.bench import whisper_real
+        from bench import whisper_real
 
         if bench.backend != "whisper":
             raise ValueError("real weights (--real) exist for the whisper backend only")
@@ -135,7 +135,7 @@ def run(bench: AsrBench, progress=print) -> dict:
         figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
         runs.setdefault(name, []).append(figures)
         progress(f"  {name:<10} {figures['audio_s']:8.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.2f}")
-    results = {name: _best(figures) for name, figures in runs.items()}
+    results = {name: best_run(figures) for name, figures in runs.items()}
     report = _report(bench, model, corpus, results, machine_before, time.perf_counter() - started)
     if bench.engine == "onnx":
         report["onnx"] = onnx_engine.asr_figures(report["rtfx"], work)
@@ -146,25 +146,16 @@ def run(bench: AsrBench, progress=print) -> dict:
     return report
 
 
-def _best(runs: list[dict]) -> dict:
-    """The fastest of a system's runs, with every run's RTFx and the highest peak memory of all."""
-    best = dict(max(runs, key=lambda f: f["rtfx"]))
-    best["rtfx_runs"] = [f["rtfx"] for f in runs]
-    best["peak_rss_mb"] = max(f["peak_rss_mb"] for f in runs)
-    best["peak_pss_mb"] = max(f["peak_pss_mb"] for f in runs)
-    return best
-
-
 def _default_model(bench: AsrBench) -> Path:
     if bench.quick:
         from speech.testing.checkpoints import build_fixtures
 
         return build_fixtures(bench.cache)["whisper" if bench.backend == "whisper" else "ctc-xlsr"]
     if bench.backend == "whisper":
-        from speech.bench.whisper import base_whisper
+        from bench.whisper import base_whisper
 
         return base_whisper(bench.cache)
-    from speech.bench.checkpoint import base_ctc
+    from bench.checkpoint import base_ctc
 
     return base_ctc(bench.cache)
 
@@ -242,7 +233,7 @@ def _targets(report: dict) -> list[dict]:
 def format_table(report: dict) -> str:
     """The report as the plain-text table ``speech bench asr`` prints (also used in the README)."""
     if report.get("real"):
-        from speech.bench import whisper_real
+        from bench import whisper_real
 
         return whisper_real.format_table(report)
     if report.get("backend") == "whisper":
@@ -289,7 +280,7 @@ def format_table(report: dict) -> str:
 
 def _run_whisper(bench: AsrBench, model: Path, corpus, base: Job, work: Path, progress, load_before: dict) -> dict:
     """Run the Whisper systems round-robin (``repeat`` rounds, best kept) and build the report."""
-    from speech.bench.whisper import ct2_copy, job_options
+    from bench.whisper import ct2_copy, job_options
 
     ct2 = ct2_copy(bench.cache, model)
     base = replace(base, ct2_model=str(ct2), **job_options(bench.max_new_tokens))
@@ -308,12 +299,12 @@ def _run_whisper(bench: AsrBench, model: Path, corpus, base: Job, work: Path, pr
             tokens = f", {figures['tokens']} tokens" if "tokens" in figures else ""
             progress(f"  {name:<14} {figures['audio_s']:8.1f} s audio in {figures['wall_s']:7.1f} s: "
                      f"RTFx {figures['rtfx']:.2f}{tokens}")
-        # Our job's tokens are not counted (see speech.bench.whisper.whisper_ours): the same
+        # Our job's tokens are not counted (see bench.whisper.whisper_ours): the same
         # greedy text as the naive pipeline's, file by file, means the same tokens.
         same = _texts(work / f"ours-{round_}") == _texts(work / f"naive-{round_}")
         runs["ours"][-1].update(same_text_as_naive=same, tokens=runs["naive"][-1]["tokens"] if same else None)
         progress(f"  ours' transcripts {'equal' if same else 'DIFFER FROM'} the naive pipeline's")
-    systems = {name: _best(figures) for name, figures in runs.items()}
+    systems = {name: best_run(figures) for name, figures in runs.items()}
     return _report_whisper(bench, model, ct2, corpus, systems, load_before, time.perf_counter() - started)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
-import math
 from pathlib import Path
 
 
@@ -66,7 +66,7 @@ def count_parameters(model: str | Path) -> int:
     total = 0
     for file in sorted(Path(model).rglob("*.safetensors")):
         with safe_open(str(file), framework="pt") as f:
-            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())  # noqa: SIM118 - safe_open has no __iter__
     for file in sorted(Path(model).glob("*.pth")):
         total += _numel(torch.load(file, map_location="cpu", weights_only=True))
     return total

@@ -6,122 +6,18 @@ transcribed), ``wall_s`` (its whole run: model load, Ray start and I/O included 
 system is defined without them), ``startup_s`` (the part of ``wall_s`` before the first file
 is processed, where the system has such a phase) and system-specific extras.
 
-:func:`run_system` starts ``python -m speech.bench.systems`` for one system, samples the
-memory of its whole process tree meanwhile (:class:`~speech.bench.memory.TreeMemory`) and
-returns the child's figures plus ``peak_rss_mb`` / ``peak_pss_mb``. A fresh process per
-system keeps peak memory per system and stops one system's caches from warming another's.
+:func:`bench.harness.run_system` runs one of them: ``python -m bench.systems JOB.json RESULT.json``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-import psutil
-
-from speech.bench.memory import TreeMemory
-
-_LOG_TAIL = 3000  # characters of a failed system's log shown in the error
-
-
-class BenchError(RuntimeError):
-    """A system failed or gave an incomplete result; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """What one system run gets (JSON-serialized to the subprocess)."""
-
-    system: str  # a key of SYSTEMS
-    model: str  # checkpoint directory
-    manifest: str  # JSONL with 'id' and 'path' per file
-    threads: int  # torch intra-op threads, the same for every system
-    work_dir: str  # scratch space of this run (outputs, logs)
-    batch_size: int = 16  # the unsorted batched pipeline's batch size
-    batch_seconds: float | None = None  # our job's budget; None: its default for the device
-    budgets_s: list[float] = field(default_factory=lambda: [0.0, 10.0, 20.0])  # ceiling sweep; 0: one at a time
-    sweep_share: float = 0.25  # share of the corpus the ceiling sweep runs on (1: sweep is the result)
-    # Whisper (speech.bench.whisper): what makes every system do the same decoding work.
-    transcribe_options: dict = field(default_factory=dict)  # extra TranscribeOptions of our job
-    generate_kwargs: dict = field(default_factory=dict)  # the pipelines' generate_kwargs
-    max_new_tokens: int | None = None  # tokens per 30 s window for the Whisper-only systems; None: until end of text
-    ct2_model: str = ""  # the model converted for CTranslate2 (faster-whisper)
-    compute_type: str = "float32"  # faster-whisper's CTranslate2 compute type
-    # faster-whisper: pad each file's audio to 30 s first, so its features equal transformers'
-    # (the random-weight bench compares with our transformers engine; see faster_whisper()).
-    pad_to_window: bool = True
-
-
-TEXTS_FILE = "texts.json"
-
-
-def run_system(job: Job, timeout_s: float = 7200, module: str = "speech.bench.systems") -> dict:
-    """Run ``job.system`` in a subprocess and return its figures plus peak tree memory (MiB).
-
-    ``module`` is the child's entry point (``python -m MODULE JOB.json RESULT.json``); other
-    benchmarks pass their own module and job dataclass (with ``system``, ``threads``, ``work_dir``).
-    """
-    work = Path(job.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    spec, result, log_path = work / "job.json", work / "result.json", work / "log.txt"
-    spec.write_text(json.dumps(asdict(job)))
-    result.unlink(missing_ok=True)
-    env = _child_env(job.threads)
-    with log_path.open("w") as log:
-        # A session of its own, so a timeout can stop the child with all it started.
-        child = subprocess.Popen(
-            [sys.executable, "-m", module, str(spec), str(result)],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
-        with TreeMemory(child.pid) as memory:
-            try:
-                code = child.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                _stop_tree(child)
-                raise BenchError(f"{job.system}: no result after {timeout_s:.0f} s; log: {log_path}") from None
-    if code != 0 or not result.exists():
-        tail = log_path.read_text(errors="replace")[-_LOG_TAIL:]
-        raise BenchError(f"{job.system} failed (exit {code}); end of {log_path}:\n{tail}")
-    figures = json.loads(result.read_text())
-    figures.update(
-        peak_rss_mb=round(memory.peak_rss_mb, 1),
-        peak_pss_mb=round(memory.peak_pss_mb, 1),
-        peak_processes=memory.peak_processes,
-    )
-    return figures
-
-
-def _child_env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    # Every system starts its own local Ray (if any); never join a cluster found in the environment.
-    env.pop("RAY_ADDRESS", None)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(threads)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def _stop_tree(child: subprocess.Popen) -> None:
-    """Stop the child and every process it started (only those: we list them first)."""
-    try:
-        tree = [psutil.Process(child.pid), *psutil.Process(child.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for process in tree:
-        try:
-            process.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    child.wait()
-
+from bench.harness import BenchError, Job, decoded_audio, job_paths, write_texts
 
 # ---------------------------------------------------------------- the systems (run in the child)
 
@@ -174,7 +70,7 @@ def ours(job: Job) -> dict:
 def naive(job: Job) -> dict:
     """System 2: transformers ``pipeline("automatic-speech-recognition")``, one file at a time."""
     pipe, rate, loaded, started = _pipeline(job)
-    texts = [pipe({"raw": audio, "sampling_rate": rate})["text"] for audio in _decoded(job, rate)]
+    texts = [pipe({"raw": audio, "sampling_rate": rate})["text"] for audio in decoded_audio(job, rate)]
     return _pipeline_figures(job, texts, rate, started, loaded, batch_size=1, model=pipe.model)
 
 
@@ -185,7 +81,7 @@ def unsorted(job: Job) -> dict:
     each batch to its longest file.
     """
     pipe, rate, loaded, started = _pipeline(job)
-    inputs = ({"raw": audio, "sampling_rate": rate} for audio in _decoded(job, rate))
+    inputs = ({"raw": audio, "sampling_rate": rate} for audio in decoded_audio(job, rate))
     texts = [out["text"] for out in pipe(inputs, batch_size=job.batch_size)]
     return _pipeline_figures(job, texts, rate, started, loaded, batch_size=job.batch_size, model=pipe.model)
 
@@ -206,7 +102,7 @@ def ceiling(job: Job) -> dict:
     torch.set_num_threads(job.threads)
     front_end = CtcFrontEnd(job.model)
     rate = front_end.sample_rate
-    features = [w.features for p in _paths(job) for w in front_end.windows(decode(p, rate))]
+    features = [w.features for p in job_paths(job) for w in front_end.windows(decode(p, rate))]
     extractor = AutoFeatureExtractor.from_pretrained(job.model)
     model = AutoModelForCTC.from_pretrained(job.model).eval()
     mask = bool(extractor.return_attention_mask)
@@ -268,7 +164,7 @@ def profile(job: Job) -> dict:
     recognizer = timed("load model", load_recognizer, job.model, options, "cpu")
     forward_s = _hook_forward_time(recognizer.network.model)
     rate = front_end.sample_rate
-    paths = _paths(job)
+    paths = job_paths(job)
     durations = [timed("probe headers", lambda p: probe(p).duration_s, p) for p in paths]
     order = sorted(range(len(paths)), key=lambda i: durations[i])
     audio = {i: timed("read + decode + resample", decode, paths[i], rate) for i in order}
@@ -302,24 +198,10 @@ SYSTEMS: dict[str, Callable[[Job], dict]] = {
 # ---------------------------------------------------------------- helpers of the systems
 
 
-def _paths(job: Job) -> list[str]:
-    from speech.inputs import read_manifest
-
-    return read_manifest(job.manifest)["path"].to_pylist()
-
-
-def _decoded(job: Job, rate: int):
-    """Each file of the corpus, decoded by the project's one decoder (the same for all systems)."""
-    from speech.audio import decode
-
-    for path in _paths(job):
-        yield decode(path, rate)
-
-
 def _lengths(job: Job, rate: int) -> list[int]:
     from speech.audio import probe
 
-    return [round(probe(p).duration_s * rate) for p in _paths(job)]
+    return [round(probe(p).duration_s * rate) for p in job_paths(job)]
 
 
 def _pipeline(job: Job):
@@ -333,7 +215,7 @@ def _pipeline(job: Job):
     extra = {"generate_kwargs": job.generate_kwargs} if job.generate_kwargs else {}
     pipe = pipeline("automatic-speech-recognition", model=job.model, device="cpu", dtype=torch.float32, **extra)
     if job.generate_kwargs:
-        from speech.bench.whisper import count_generated_tokens
+        from bench.whisper import count_generated_tokens
 
         count_generated_tokens(pipe.model)
         if pipe.tokenizer.pad_token is None:  # hub Whisper tokenizers pad with <|endoftext|>; batching needs one
@@ -358,11 +240,6 @@ def _pipeline_figures(job: Job, texts: list[str], rate: int, started: float, loa
         figures["tokens"] = model.generated_tokens[0]
         write_texts(job, texts)
     return figures
-
-
-def write_texts(job: Job, texts: list[str]) -> None:
-    """A Whisper run's transcripts, in manifest order, as ``WORK_DIR/texts.json`` (compared by the report)."""
-    (Path(job.work_dir) / TEXTS_FILE).write_text(json.dumps([text.strip() for text in texts]))
 
 
 def _padding_efficiency(lengths: list[int], batches: list[list[int]]) -> float:
@@ -407,12 +284,12 @@ def _hook_forward_time(model) -> list[float]:
 
 
 def main(argv: list[str]) -> int:
-    """Child entry point: ``python -m speech.bench.systems JOB.json RESULT.json``."""
+    """Child entry point: ``python -m bench.systems JOB.json RESULT.json``."""
     job = Job(**json.loads(Path(argv[0]).read_text()))
     if job.system in SYSTEMS:
         figures = SYSTEMS[job.system](job)
     else:
-        from speech.bench.whisper import WHISPER_SYSTEMS
+        from bench.whisper import WHISPER_SYSTEMS
 
         figures = WHISPER_SYSTEMS[job.system](job)
     Path(argv[1]).write_text(json.dumps(figures))

@@ -13,10 +13,10 @@ task transcribe, no timestamps, at most :data:`MAX_NEW_TOKENS` tokens per 30 s w
 peer counts the tokens it generated (end-of-text excluded), our job's transcripts are compared
 with the naive pipeline's, and the report shows the counts.
 
-Systems added to :mod:`speech.bench.systems`' (``naive`` and ``unsorted`` run from there with this
+Systems added to :mod:`bench.systems`' (``naive`` and ``unsorted`` run from there with this
 module's options, see :func:`job_options`):
 
-* ``whisper_ours``: our job (``speech.bench.systems.ours``), untouched, its transcripts kept;
+* ``whisper_ours``: our job (``bench.systems.ours``), untouched, its transcripts kept;
 * ``faster_whisper``: faster-whisper's ``BatchedInferencePipeline`` on the converted weights;
 * ``whisper_ceiling``: encoder + greedy ``generate`` on pre-computed log-mel features, no I/O.
 """
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speech.bench.systems import BenchError, Job, _decoded, _paths
+from bench.harness import BenchError, Job, decoded_audio, job_paths
 from speech.testing import checkpoints as tiny
+from speech.testing import whisper_checkpoint as whisper_fixture
 
 #: Bump when the builders' output changes, so cached copies are rebuilt.
 VERSION = "1"
@@ -63,7 +64,7 @@ def build_base_whisper(out: Path, seed: int = 0) -> Path:
 
     Input: log-mel features float32 ``[batch, 128, 3000]`` (30 s at 16 kHz); output: token ids
     of the large-v3 layout (51,866 tokens). Weights are float32, seeded; the global torch RNG
-    state is left as it was. Files as :func:`speech.testing.checkpoints.build_whisper_checkpoint`
+    state is left as it was. Files as :func:`speech.testing.whisper_checkpoint.build_whisper_checkpoint`
     writes them, including the flat ``preprocessor_config.json`` and ``tokenizer.json`` that the
     CTranslate2 converter reads.
     """
@@ -71,7 +72,7 @@ def build_base_whisper(out: Path, seed: int = 0) -> Path:
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
     with torch.random.fork_rng(devices=[]):
-        tokenizer = tiny._build_whisper_tokenizer(seed)
+        tokenizer = whisper_fixture.build_whisper_tokenizer(seed)
         tokenizer.pad_token = tokenizer.eos_token  # as the hub's Whisper tokenizers
         feature_extractor = WhisperFeatureExtractor(
             feature_size=128, sampling_rate=tiny.SAMPLING_RATE, hop_length=160, chunk_length=30, n_fft=400
@@ -88,12 +89,12 @@ def build_base_whisper(out: Path, seed: int = 0) -> Path:
         )
         torch.manual_seed(seed)
         model = WhisperForConditionalGeneration(config).eval()
-        model.generation_config = tiny._build_whisper_generation_config(tokenizer)
+        model.generation_config = whisper_fixture.build_whisper_generation_config(tokenizer)
         out.mkdir(parents=True, exist_ok=True)
         WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
         feature_extractor.save_pretrained(out)
         model.save_pretrained(out)
-        tiny._verify_whisper_checkpoint(out)
+        whisper_fixture.verify_whisper_checkpoint(out)
     return out
 
 
@@ -128,7 +129,7 @@ def ct2_version(model: Path) -> str:
 
 
 def job_options(max_new_tokens: int) -> dict:
-    """The :class:`~speech.bench.systems.Job` fields that make every system decode alike.
+    """The :class:`~bench.harness.Job` fields that make every system decode alike.
 
     Greedy, English, transcribe, no timestamps, ``max_new_tokens`` per window, for our job (as
     ``TranscribeOptions``) and for transformers' pipeline (as ``generate_kwargs``: the pipeline
@@ -173,20 +174,21 @@ def _tokens_before_eos(sequences: np.ndarray, eos: int) -> int:
 
 
 def whisper_ours(job: Job) -> dict:
-    """System 1: :func:`speech.bench.systems.ours` (the ``speech transcribe`` job), untouched.
+    """System 1: :func:`bench.systems.ours` (the ``speech transcribe`` job), untouched.
 
     Counting our tokens would need a hook in every Ray worker, and a job-wide ``runtime_env``
     costs worker start-up (measured: +30 s on a 40 s run). Instead the job's transcripts are
     written to ``texts.json``, and the report checks them against the naive pipeline's, file by
     file: equal greedy text from the same weights means the same tokens.
     """
-    from speech.bench.systems import ours, write_texts
+    from bench.harness import write_texts
+    from bench.systems import ours
     from jobs.transcribe import read_output
 
     figures = ours(job)
     table = read_output(str(Path(job.work_dir) / "output"), columns=["path", "text"])
     by_path = dict(zip(table["path"].to_pylist(), table["text"].to_pylist()))
-    write_texts(job, [by_path[path] for path in _paths(job)])
+    write_texts(job, [by_path[path] for path in job_paths(job)])
     return figures
 
 
@@ -221,7 +223,7 @@ def faster_whisper(job: Job) -> dict:
             self.tokens += sum(len(o["tokens"]) for o in outputs)
             return encoder_output, outputs
 
-    from speech.bench.systems import write_texts
+    from bench.harness import write_texts
 
     started = time.perf_counter()
     model = WhisperModel(job.ct2_model, device="cpu", compute_type=job.compute_type, cpu_threads=job.threads)
@@ -234,7 +236,7 @@ def faster_whisper(job: Job) -> dict:
     # exactly max_new_tokens new ones. The token counts in the report check it.
     bound = {"max_new_tokens": 2 * job.max_new_tokens - 4} if job.max_new_tokens else {}
     window = model.feature_extractor.n_samples  # 30 s
-    audio = list(_decoded(job, rate))
+    audio = list(decoded_audio(job, rate))
     if max(len(a) for a in audio) > window:
         raise BenchError("faster_whisper: the corpus has files over 30 s; this system runs one window per file")
     texts = [""] * len(audio)
@@ -275,7 +277,7 @@ def whisper_ceiling(job: Job) -> dict:
     torch.set_num_threads(job.threads)
     front_end = WhisperFrontEnd(job.model)
     rate = front_end.sample_rate
-    windows = [w for p in _paths(job) for w in front_end.windows(decode(p, rate))]
+    windows = [w for p in job_paths(job) for w in front_end.windows(decode(p, rate))]
     features = torch.from_numpy(np.stack([w.features for w in windows]))  # [windows, mels, 3000]
     model = AutoModelForSpeechSeq2Seq.from_pretrained(job.model, dtype=torch.float32).eval()
     count_generated_tokens(model)
@@ -309,7 +311,7 @@ def whisper_ceiling(job: Job) -> dict:
     }
 
 
-#: Systems of this module, looked up by :func:`speech.bench.systems.main`.
+#: Systems of this module, looked up by :func:`bench.systems.main`.
 WHISPER_SYSTEMS = {
     "whisper_ours": whisper_ours,
     "faster_whisper": faster_whisper,

@@ -41,11 +41,11 @@ import numpy as np
 import psutil
 import yaml
 
-from speech.bench.asr import FULL_FILES, QUICK_FILES
-from speech.bench.corpus import Corpus, CorpusSpec, build_corpus
-from speech.bench.memory import TreeMemory
-from speech.bench.report import load_average, machine, machine_line
-from speech.bench.systems import BenchError
+from bench.asr import FULL_FILES, QUICK_FILES
+from bench.corpus import Corpus, CorpusSpec, build_corpus
+from bench.harness import BenchError
+from bench.memory import TreeMemory
+from bench.report import load_average, machine, machine_line
 
 #: Load of a full run: each file of the 120-file corpus once (736 s of audio) per setting.
 FULL_REQUESTS, FULL_CONCURRENCY = 120, 16
@@ -53,7 +53,7 @@ QUICK_REQUESTS, QUICK_CONCURRENCY = 24, 8
 
 ROUTE = "/v1/audio/transcriptions"
 SETTINGS = ("on", "off")  # batching settings, run in this order
-_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "serve.yaml"
+_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "serve.yaml"
 _STARTUP_TIMEOUT_S = 600  # Ray start, deploy, model load (the full model takes ~10 s to load)
 _REQUEST_TIMEOUT_S = 900  # one request, queueing included
 _STOP_TIMEOUT_S = 60  # for `serve run` to shut Serve and Ray down after Ctrl-C
@@ -115,7 +115,7 @@ def default_model(bench) -> Path:
         from speech.testing.checkpoints import build_fixtures
 
         return build_fixtures(bench.cache)["ctc-xlsr"]
-    from speech.bench.checkpoint import base_ctc
+    from bench.checkpoint import base_ctc
 
     return base_ctc(bench.cache)
 
@@ -184,7 +184,7 @@ def serving(config: dict, work: Path) -> Iterator[Server]:
     config_path, log_path = work / "serve.yaml", work / "server.log"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     base_url = f"http://127.0.0.1:{config['http_options']['port']}"
-    command = [sys.executable, "-m", "speech.cli", "serve", "--config", str(config_path)]
+    command = [sys.executable, "-m", "cli", "serve", "--config", str(config_path)]
     with log_path.open("wb") as log:
         # A session of its own: the server and its Ray are stopped as one process group.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_server_env(),

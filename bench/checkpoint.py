@@ -55,16 +55,16 @@ def build_base_ctc(out: Path, seed: int = 0) -> Path:
     half the frames of noise-like input are blank and CTC decoding does realistic work.
     """
     with torch.random.fork_rng(devices=[]):
-        tokenizer = tiny._build_tokenizer(tiny._ctc_vocabulary()[:_ENGLISH_TOKENS])
-        feature_extractor = tiny._build_feature_extractor(attention_mask=True)
+        tokenizer = tiny.build_tokenizer(tiny.ctc_vocabulary()[:_ENGLISH_TOKENS])
+        feature_extractor = tiny.build_feature_extractor(attention_mask=True)
         config = Wav2Vec2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **_BASE_SIZES)
         torch.manual_seed(seed)
         model = Wav2Vec2ForCTC(config).eval()
-        audio = tiny._calibration_audio(seed)
-        tiny._calibrate_blank(model, feature_extractor, audio)
+        audio = tiny.calibration_audio(seed)
+        tiny.calibrate_blank(model, feature_extractor, audio)
         out.mkdir(parents=True, exist_ok=True)
         Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
         feature_extractor.save_pretrained(out)
         model.save_pretrained(out)
-        tiny._verify_ctc_checkpoint(out, attention_mask=True, audio=audio)
+        tiny.verify_ctc_checkpoint(out, attention_mask=True, audio=audio)
     return out

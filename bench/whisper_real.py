@@ -26,10 +26,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from speech.bench.report import count_parameters, load_average, machine, machine_line
-from speech.bench.systems import TEXTS_FILE, Job, run_system
+from bench.harness import TEXTS_FILE, Job, run_system
+from bench.report import count_parameters, load_average, machine, machine_line
 
-#: Report name -> (system of speech.bench.systems / speech.bench.whisper, model, compute type).
+#: Report name -> (system of bench.systems / bench.whisper, model, compute type).
 SYSTEMS = {
     "ours_ct2_int8": ("whisper_ours", "ct2", "int8"),
     "ours_ct2_float32": ("whisper_ours", "ct2", "float32"),
@@ -71,7 +71,7 @@ def models(cache: Path, model: str | None) -> tuple[Path, Path]:
 
 def english_corpus(cache: Path, files: int):
     """The espeak-ng English corpus of ``files`` files under ``cache``, built once."""
-    from speech.bench.corpus import load_corpus
+    from bench.corpus import load_corpus
     from speech.testing import english
     from speech.testing.checkpoints import build_cached
 

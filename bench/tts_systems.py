@@ -8,7 +8,7 @@ torch threads), prepares each row with the project's one front end
 ``audio_s`` (seconds of audio produced, pauses between a row's pieces included), ``wall_s``,
 ``startup_s`` and ``samples`` (id -> samples of the row's audio, for the equality check).
 
-:func:`speech.bench.systems.run_system` starts ``python -m speech.bench.tts_systems`` for one
+:func:`bench.harness.run_system` starts ``python -m bench.tts_systems`` for one
 system and measures the peak memory of its process tree, as for the ASR benchmark.
 """
 
@@ -17,12 +17,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-
-from speech.bench.systems import BenchError
+from bench.harness import BenchError
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,8 @@ def loop(job: TtsJob) -> dict:
     import fsspec
     import pyarrow.parquet as pq
 
-    from jobs.synthesize import AUDIO_DIR, audio_name, encode_audio
+    from jobs.synthesize import AUDIO_DIR, audio_name
+    from speech.audio import encode_audio
     from speech.schema import SynthesisRow, synthesis_table
     from speech.tts.frontend import join_pieces
 
@@ -209,7 +209,7 @@ def _prepared(options, front_end):
 
 
 def main(argv: list[str]) -> int:
-    """Child entry point: ``python -m speech.bench.tts_systems JOB.json RESULT.json``."""
+    """Child entry point: ``python -m bench.tts_systems JOB.json RESULT.json``."""
     job = TtsJob(**json.loads(Path(argv[0]).read_text()))
     figures = SYSTEMS[job.system](job)
     Path(argv[1]).write_text(json.dumps(figures))
