@@ -32,7 +32,8 @@ demo: setup
 	.venv/bin/speech export out/demo --format srt -o out/demo-srt
 	cat out/demo-srt/en/002.srt
 
-test: setup
+# The lint first (seconds), then the suite: what CI runs (.ci/run).
+test: lint
 	$(PY) -m pytest -q
 
 # The rules are in pyproject.toml ([tool.ruff]); `.venv/bin/ruff check --fix .` applies the safe fixes.
