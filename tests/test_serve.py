@@ -176,7 +176,7 @@ def test_speech_serve_refuses_an_unset_api_key_variable_before_starting_ray(tmp_
     (tmp_path / "serve.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.delenv("SPEECH_TEST_KEY_NOBODY_SET", raising=False)
     started = []
-    monkeypatch.setattr(app, "run", started.append)  # what would start Ray and deploy
+    monkeypatch.setattr(app, "run", lambda config, **_: started.append(config))  # what would start Ray and deploy
     assert main(["serve", "--config", str(tmp_path / "serve.yaml"), "--asr-model", str(models["ctc-xlsr"])]) == 2
     assert started == []
     assert capsys.readouterr().err == (
