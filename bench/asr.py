@@ -33,10 +33,10 @@ from pathlib import Path
 
 from bench import onnx_engine
 from bench.corpus import CorpusSpec, build_corpus, repeat_manifest
-from bench.harness import TEXTS_FILE, BenchError, Job, best_run, run_system
+from bench.harness import TEXTS_FILE, BenchError, Job, best_run, format_paired, paired_ratios, round_order, run_system, schedule
 from bench.report import count_parameters, load_average, machine, machine_line
 
-#: Systems timed against each other (run round-robin when repeated).
+#: Systems timed against each other (every other round in reverse order when repeated).
 _SPEED_SYSTEMS = ("ceiling", "ours", "naive", "unsorted")
 
 #: Corpus sizes: the full run is large enough that start-up stays under 10% of our job's run.
@@ -121,14 +121,13 @@ def run(bench: AsrBench, progress=print) -> dict:
     if bench.engine == "onnx":
         converted = onnx_engine.exports(bench.cache, model, int8=True)
         models.update({name: str(converted[q]) for name, q in onnx_engine.ASR_SYSTEMS.items()})
-    # The speed systems run round-robin, `repeat` rounds, and each keeps its best round: load
-    # from other work on a shared machine only ever slows a run down, and round-robin spreads
-    # a slow spell over all systems instead of one.
-    schedule = [(name, r) for r in range(bench.repeat) for name in models]
-    schedule += [("profile", 0), ("ours_10x", 0)]  # last: the longest run
+    # The speed systems run `repeat` rounds, every other round in reverse order, and each keeps
+    # its best round (load from other work only ever slows a run down); the report also gives
+    # the ratios round by round.
+    order = [*schedule(list(models), bench.repeat), ("profile", 0), ("ours_10x", 0)]  # last: the longest run
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
-    for name, round_ in schedule:
+    for name, round_ in order:
         job = replace(base, manifest=str(larger)) if name == "ours_10x" else replace(base, model=models.get(name, str(model)))
         system = "ours" if name in ("ours_10x", *onnx_engine.ASR_SYSTEMS) else name
         figures = run_system(replace(job, system=system, work_dir=str(work / f"{name}-{round_}")))
@@ -182,6 +181,7 @@ def _report(bench: AsrBench, model, corpus, results: dict, load_before: dict, se
         "systems": systems,
         "rtfx": rtfx,
         "ratio_to_ours": {k: round(v / ours, 3) for k, v in rtfx.items()},
+        "paired_ratios": paired_ratios(systems, "ours"),
         "ceiling_fraction": round(ours / rtfx["ceiling"], 3),
         "speedup_vs_naive": round(ours / rtfx["naive"], 3),
         "speedup_vs_unsorted": round(ours / rtfx["unsorted"], 3),
@@ -252,6 +252,7 @@ def format_table(report: dict) -> str:
         )
     lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
     lines += [f"| {t['target']} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]]
+    lines.append(format_paired(report))
     if "onnx" in report:
         o = report["onnx"]
         lines += ["", f"ONNX Runtime: float32 job / PyTorch ceiling {o['float32_vs_ceiling']:.3f}, int8 job / ceiling "
@@ -279,7 +280,7 @@ def format_table(report: dict) -> str:
 
 
 def _run_whisper(bench: AsrBench, model: Path, corpus, base: Job, work: Path, progress, load_before: dict) -> dict:
-    """Run the Whisper systems round-robin (``repeat`` rounds, best kept) and build the report."""
+    """Run the Whisper systems ``repeat`` rounds (odd rounds reversed, best kept) and build the report."""
     from bench.whisper import ct2_copy, job_options
 
     ct2 = ct2_copy(bench.cache, model)
@@ -292,7 +293,8 @@ def _run_whisper(bench: AsrBench, model: Path, corpus, base: Job, work: Path, pr
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
     for round_ in range(bench.repeat):
-        for name, system in _WHISPER_SYSTEMS.items():
+        for name in round_order(list(_WHISPER_SYSTEMS), round_):
+            system = _WHISPER_SYSTEMS[name]
             figures = run_system(replace(base, system=system, work_dir=str(work / f"{name}-{round_}")))
             figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
             runs.setdefault(name, []).append(figures)
@@ -337,6 +339,7 @@ def _report_whisper(bench: AsrBench, model: Path, ct2: Path, corpus, systems: di
         "systems": systems,
         "rtfx": rtfx,
         "ratio_to_ours": {k: round(v / ours, 3) for k, v in rtfx.items()},
+        "paired_ratios": paired_ratios(systems, "ours"),
         "ceiling_fraction": round(ours / rtfx["ceiling"], 3),
         "speedup_vs_naive": round(ours / rtfx["naive"], 3),
         "speedup_vs_unsorted": round(ours / rtfx["unsorted"], 3),
@@ -374,6 +377,7 @@ def _format_whisper(report: dict) -> str:
         )
     lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
     lines += [f"| {t['target']} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]]
+    lines.append(format_paired(report))
     m, s = report["machine"], report["settings"]
     corpus = s["corpus"]
     ceiling = report["systems"]["ceiling"]

@@ -93,6 +93,40 @@ def run_system(job: Job, timeout_s: float = 7200, module: str = "bench.systems")
     return figures
 
 
+def round_order(names: list[str], round_: int) -> list[str]:
+    """The systems in the order round ``round_`` runs them: every odd round reversed.
+
+    Load drifts on a shared machine; reversing every other round pairs each system's early slot
+    with a late one, so the ratio of two systems over a pair of rounds is not biased by which ran first.
+    """
+    return list(names) if round_ % 2 == 0 else list(names)[::-1]
+
+
+def schedule(names: list[str], repeat: int) -> list[tuple[str, int]]:
+    """``(system, round)`` in run order: ``repeat`` rounds, each in :func:`round_order`."""
+    return [(name, r) for r in range(repeat) for name in round_order(names, r)]
+
+
+def paired_ratios(systems: dict[str, dict], numerator: str) -> dict[str, list[float]]:
+    """``numerator``'s RTFx over each other system's, round by round (``rtfx_runs`` of
+    :func:`best_run`, in round order), for the systems that ran every round."""
+    ours = systems[numerator]["rtfx_runs"]
+    return {
+        name: [round(a / b, 3) for a, b in zip(ours, figures["rtfx_runs"], strict=True)]
+        for name, figures in systems.items()
+        if name != numerator and len(figures.get("rtfx_runs", ())) == len(ours)
+    }
+
+
+def format_paired(report: dict, numerator: str = "ours") -> str:
+    """One line per system: the round-by-round ratios (empty when there was one round)."""
+    paired = report.get("paired_ratios") or {}
+    if report.get("repeat", 1) < 2:
+        return ""
+    rows = [f"- {numerator} / {name}: {', '.join(f'{r:.2f}' for r in ratios)}" for name, ratios in paired.items()]
+    return "\nPaired rounds (odd rounds ran in reverse order), RTFx ratio per round:\n" + "\n".join(rows) + "\n"
+
+
 def best_run(runs: list[dict]) -> dict:
     """The fastest of a system's runs, with every run's RTFx and the highest peak memory of all."""
     best = dict(max(runs, key=lambda f: f["rtfx"]))

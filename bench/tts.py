@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import onnx_engine
-from bench.harness import BenchError, best_run, run_system
+from bench.harness import BenchError, best_run, format_paired, paired_ratios, run_system, schedule
 from bench.report import count_parameters, load_average, machine, machine_line
 from bench.tts_systems import TtsJob
 
@@ -52,7 +52,7 @@ FULL_CHATTTS_GPT_LAYERS = 4
 _CHATTTS_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 626}
 _MAX_NEW_TOKENS = {False: 384, True: 24}  # full, quick: audio tokens per piece (~21 ms each)
 
-#: Systems timed against each other (run round-robin when repeated).
+#: Systems timed against each other (every other round in reverse order when repeated).
 _SYSTEMS = ("ceiling", "ours", "loop")
 
 _LABELS = {
@@ -96,7 +96,7 @@ class TtsBench:
     model: str | None = None  # a checkpoint directory of that backend; None: the generated one
     utterances: int | None = None  # corpus rows; None: FULL_UTTERANCES or QUICK_UTTERANCES
     threads: int = 2  # torch threads of every system
-    repeat: int = 1  # rounds of the systems, round-robin; each system's best round is reported
+    repeat: int = 1  # rounds of the systems (odd rounds reversed); each system's best round is reported
     work: Path | None = None  # scratch directory; None: a temporary one, removed afterwards
     engine: str = "torch"  # "onnx" (kokoro): also the model calls and our job on its ONNX export
 
@@ -121,18 +121,16 @@ def run(bench: TtsBench, progress=print) -> dict:
             raise BenchError(f"--engine onnx runs Kokoro only, not {bench.backend}")
         exported = {**options, "model": str(onnx_engine.exports(bench.cache, model, int8=False)[None])}
         systems.update(dict.fromkeys(onnx_engine.TTS_SYSTEMS, exported))
-    # Round-robin rounds, each system keeping its best: load from other work on a shared
-    # machine only ever slows a run down, and round-robin spreads a slow spell over all systems.
+    # `repeat` rounds, every other one in reverse order, each system keeping its best (load from
+    # other work only ever slows a run down); the report also gives the ratios round by round.
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
-    for round_ in range(bench.repeat):
-        for name, system_options in systems.items():
-            system = name.removesuffix("_onnx")
-            job = replace(base, system=system, work_dir=str(work / f"{name}-{round_}"), options=system_options)
-            figures = run_system(job, module="bench.tts_systems")
-            figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
-            runs.setdefault(name, []).append(figures)
-            progress(f"  {name:<8} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.3f}")
+    for name, round_ in schedule(list(systems), bench.repeat):
+        job = replace(base, system=name.removesuffix("_onnx"), work_dir=str(work / f"{name}-{round_}"), options=systems[name])
+        figures = run_system(job, module="bench.tts_systems")
+        figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
+        runs.setdefault(name, []).append(figures)
+        progress(f"  {name:<8} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: RTFx {figures['rtfx']:.3f}")
     results = {name: best_run(figures) for name, figures in runs.items()}
     checks = _checks(results)
     report = _report(bench, model, corpus, options, results, checks, load_before, time.perf_counter() - started)
@@ -258,6 +256,7 @@ def _report(bench: TtsBench, model: Path, corpus: dict, options: dict, results: 
         "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in systems.items()},
         "peak_pss_mb": {k: v["peak_pss_mb"] for k, v in systems.items()},
         "checks": checks,
+        "paired_ratios": paired_ratios(systems, "ours"),
         "repeat": bench.repeat,
         "bench_seconds": round(seconds, 1),
     }
@@ -294,5 +293,6 @@ def format_table(report: dict) -> str:
         f"{json.dumps(s['options'])}; corpus: {corpus['rows']} rows, {corpus['characters']} characters, "
         f"{corpus['words_mean']:.1f} words per row ({corpus['words_min']}-{corpus['words_max']}); torch threads: {s['torch_threads']}.",
         machine_line(m),
+        format_paired(report),
     ]
     return "\n".join(lines)

@@ -6,7 +6,7 @@ Whisper directory (its transformers twin is converted into the cache). The corpu
 speech with known text (espeak-ng ``en-us``, Harvard sentences, 1-4 sentences a file), so each
 system's word error rate is reported beside its RTFx.
 
-Systems (each in its own subprocess, run round-robin ``repeat`` times, best round kept):
+Systems (each in its own subprocess, ``repeat`` rounds with every odd round reversed, best round kept):
 
 * ``ours_ct2_int8``, ``ours_ct2_float32``: our job, CTranslate2 engine, at that compute type;
 * ``ours_transformers``: our job, transformers engine (float32);
@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.harness import TEXTS_FILE, Job, run_system
+from bench.harness import TEXTS_FILE, Job, best_run, format_paired, paired_ratios, run_system, schedule
 from bench.report import count_parameters, load_average, machine, machine_line
 
 #: Report name -> (system of bench.systems / bench.whisper, model, compute type).
@@ -82,7 +82,7 @@ def english_corpus(cache: Path, files: int):
 
 
 def run(bench, work: Path, progress, load_before: dict) -> dict:
-    """Run every system ``bench.repeat`` times round-robin; the report (see :func:`format_table`)."""
+    """Run every system ``bench.repeat`` times (see :func:`bench.harness.schedule`); the report (see :func:`format_table`)."""
     cache = Path(bench.cache)
     ct2, twin = models(cache, bench.model)
     corpus = english_corpus(cache, bench.files or (QUICK_FILES if bench.quick else FULL_FILES))
@@ -93,19 +93,19 @@ def run(bench, work: Path, progress, load_before: dict) -> dict:
                                 "max_new_tokens": 224})
     runs: dict[str, list[dict]] = {}
     started = time.perf_counter()
-    for round_ in range(bench.repeat):
-        for name, (system, kind, compute) in SYSTEMS.items():
-            options = {**decoding, **({"compute_type": compute} if kind == "ct2" else {})}
-            job = replace(base, system=system, work_dir=str(work / f"{name}-{round_}"), transcribe_options=options,
-                          model=str(ct2 if kind == "ct2" and system == "whisper_ours" else twin),
-                          compute_type=compute or "float32")
-            figures = run_system(job)
-            figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
-            figures["wer"] = round(_wer(corpus.manifest, Path(job.work_dir)), 4)
-            runs.setdefault(name, []).append(figures)
-            progress(f"  {name:<22} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: "
-                     f"RTFx {figures['rtfx']:.2f}, WER {figures['wer']:.3f}")
-    systems = {name: dict(max(r, key=lambda f: f["rtfx"]), rtfx_runs=[f["rtfx"] for f in r]) for name, r in runs.items()}
+    for name, round_ in schedule(list(SYSTEMS), bench.repeat):
+        system, kind, compute = SYSTEMS[name]
+        options = {**decoding, **({"compute_type": compute} if kind == "ct2" else {})}
+        job = replace(base, system=system, work_dir=str(work / f"{name}-{round_}"), transcribe_options=options,
+                      model=str(ct2 if kind == "ct2" and system == "whisper_ours" else twin),
+                      compute_type=compute or "float32")
+        figures = run_system(job)
+        figures["rtfx"] = round(figures["audio_s"] / figures["wall_s"], 3)
+        figures["wer"] = round(_wer(corpus.manifest, Path(job.work_dir)), 4)
+        runs.setdefault(name, []).append(figures)
+        progress(f"  {name:<22} {figures['audio_s']:7.1f} s audio in {figures['wall_s']:7.1f} s: "
+                 f"RTFx {figures['rtfx']:.2f}, WER {figures['wer']:.3f}")
+    systems = {name: best_run(r) for name, r in runs.items()}
     return _report(bench, ct2, twin, corpus, systems, load_before, time.perf_counter() - started)
 
 
@@ -139,6 +139,7 @@ def _report(bench, ct2: Path, twin: Path, corpus, systems: dict, load_before: di
         "rtfx": rtfx,
         "wer": wer,
         "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in systems.items()},
+        "paired_ratios": paired_ratios(systems, "ours_ct2_int8"),
         "repeat": bench.repeat,
         "bench_seconds": round(seconds, 1),
     }
@@ -171,5 +172,6 @@ def format_table(report: dict) -> str:
         f"{corpus['files']} espeak-ng English files, {corpus['audio_s']:.0f} s of audio (mean {corpus['mean_s']:.1f} s, "
         f"{corpus['min_s']:.1f}-{corpus['max_s']:.1f} s); threads: {s['torch_threads']}.",
         machine_line(report["machine"]),
+        format_paired(report, "ours_ct2_int8"),
     ]
     return "\n".join(lines)

@@ -70,7 +70,8 @@ def _add_bench_asr(kinds) -> None:
     )
     p.add_argument(
         "--repeat", type=values.positive, default=1,
-        help="rounds of the timed systems, run round-robin; each keeps its best (default 1; 2-3 on a busy machine)",
+        help="rounds of the timed systems, every other round in reverse order; each keeps its best, and the "
+             "report gives the ratios round by round (default 1; 2 for a paired figure)",
     )
     p.set_defaults(handler=_bench_asr)
 
@@ -92,7 +93,9 @@ def _add_bench_tts(kinds) -> None:
     p.add_argument("--model", help="a local checkpoint directory of that backend (default: a generated one)")
     p.add_argument("--utterances", type=values.positive, help="corpus rows (default 24, quick 6)")
     p.add_argument("--threads", type=values.positive, default=2, help="torch threads of every system (default 2)")
-    p.add_argument("--repeat", type=values.positive, default=1, help="rounds of the systems, round-robin; each keeps its best (default 1)")
+    p.add_argument("--repeat", type=values.positive, default=1,
+                   help="rounds of the systems, every other round reversed; each keeps its best, ratios also given "
+                        "round by round (default 1)")
     p.add_argument(
         "--engine", choices=("torch", "onnx"), default="torch",
         help="onnx (kokoro): also the model calls and our job on the model's ONNX export (speech convert onnx)",
