@@ -67,23 +67,12 @@ class EmbedUnits(RecognizeUnits):
 
 
 @dataclass(frozen=True)
-class Summary:
-    """Figures of one run, as written to ``OUTPUT/_summary.json``."""
+class Summary(output_files.Summary):
+    """Figures of one embedding run (:class:`jobs.output.Summary`'s, then these)."""
 
-    rows: int
-    ok: int
-    errors: int
-    duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
-    changed_inputs: int  # this run: rows redone because their input's size, time or path changed
-    removed_inputs: int  # this run: rows dropped because their id is no longer among the inputs
-    audio_seconds: float  # decoded audio of the rows that got an embedding
-    wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
-    rtfx: float  # audio_seconds / wall_seconds
-    model: str
     layer: int | str  # as asked: an index (negative from the end) or "all"
     pooling: str
     hidden_size: int
-    output: str
 
 
 def _detect(options: EmbedOptions) -> ModelKind:
@@ -109,22 +98,16 @@ def summarize(options: EmbedOptions, kind: ModelKind, wall_seconds: float, *, ch
     """Read the whole output back (all runs) and write ``_summary.json`` beside it; ``changed``
     and ``removed`` are this run's counts of redone and dropped rows."""
     counts = count_rows(options.output, _schema(options), ["duration_s"])
-    audio = counts.sums["duration_s"]
-    summary = Summary(
-        rows=counts.rows,
-        ok=counts.ok,
-        errors=counts.errors,
-        duplicate_ids=counts.duplicate_ids,
-        changed_inputs=changed,
-        removed_inputs=removed,
-        audio_seconds=round(audio, 3),
-        wall_seconds=round(wall_seconds, 3),
-        rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+    summary = Summary.of(
+        counts,
         model=options.model,
+        output=options.output,
+        wall_seconds=wall_seconds,
+        changed=changed,
+        removed=removed,
         layer=options.layer,
         pooling=options.pooling,
         hidden_size=inspect_model(options.model).hidden_size,
-        output=options.output,
     )
     return write_summary(options.output, summary)
 

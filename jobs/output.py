@@ -20,9 +20,10 @@ Parquet file concerned is rewritten under a temporary name and then renamed over
 original, so at every moment a row is in exactly one file (a crash leaves the original and a
 temporary file that the next :func:`open_output` removes).
 
-Both jobs summarize a run the same way: :func:`count_rows` reads every run's rows back
+Every job summarizes a run the same way: :func:`count_rows` reads every run's rows back
 and counts them, the job adds its own figures, and :func:`write_summary` writes the result
-as ``OUTPUT/_summary.json``.
+as ``OUTPUT/_summary.json``. The jobs over audio inputs (transcribe, embed) share the figures
+of :class:`Summary` and add theirs in a subclass.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import fsspec
 import numpy as np
@@ -308,6 +309,47 @@ def count_rows(url: str, schema: pa.Schema, sum_columns: Sequence[str] = ()) -> 
     duplicates = table.num_rows - len(pc.unique(table["id"]))
     return RowCounts(rows=table.num_rows, ok=ok.num_rows, errors=table.num_rows - ok.num_rows,
                      duplicate_ids=duplicates, sums=sums)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Figures of one run of a job over audio inputs (transcribe, embed), as written to
+    ``OUTPUT/_summary.json``; each job's subclass adds its own after these."""
+
+    rows: int
+    ok: int
+    errors: int
+    duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
+    changed_inputs: int  # this run: rows redone because their input's size, time or path changed
+    removed_inputs: int  # this run: rows dropped because their id is no longer among the inputs
+    audio_seconds: float  # decoded audio of the ok rows (those that got a transcript or an embedding)
+    wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
+    rtfx: float  # audio_seconds / wall_seconds
+    model: str
+    output: str
+
+    @classmethod
+    def of(cls, counts: RowCounts, *, model: str, output: str, wall_seconds: float, changed: int, removed: int,
+           **figures: Any) -> Self:
+        """The summary of a run whose whole output is ``counts`` (summed over ``duration_s``, the
+        ok rows' audio); ``figures`` are the subclass's own fields."""
+        if counts.duplicate_ids:
+            log.error("output %s has %d duplicate ids", output, counts.duplicate_ids)
+        audio = counts.sums["duration_s"]
+        return cls(
+            rows=counts.rows,
+            ok=counts.ok,
+            errors=counts.errors,
+            duplicate_ids=counts.duplicate_ids,
+            changed_inputs=changed,
+            removed_inputs=removed,
+            audio_seconds=round(audio, 3),
+            wall_seconds=round(wall_seconds, 3),
+            rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
+            model=model,
+            output=output,
+            **figures,
+        )
 
 
 def write_summary(url: str, summary: S) -> S:

@@ -201,24 +201,13 @@ class RecognizeUnits:
 
 
 @dataclass(frozen=True)
-class Summary:
-    """Figures of one run, as written to ``OUTPUT/_summary.json``."""
+class Summary(output_files.Summary):
+    """Figures of one transcription run (:class:`jobs.output.Summary`'s, then these)."""
 
-    rows: int
-    ok: int
-    errors: int
-    duplicate_ids: int  # always 0 unless something is badly wrong; checked, not assumed
-    changed_inputs: int  # this run: rows redone because their input's size, time or path changed
-    removed_inputs: int  # this run: rows dropped because their id is no longer among the inputs
-    audio_seconds: float  # decoded audio of the rows that got a transcript
     computed_seconds: float  # audio the model ran on, incl. padding and chunk overlap
-    wall_seconds: float  # this run's pipeline time, input listing to summary (Ray start excluded)
-    rtfx: float  # audio_seconds / wall_seconds
     padding_efficiency: float  # audio_seconds / computed_seconds
-    model: str
     backend: str  # model family: "ctc" or "whisper"
     engine: str  # runtime: "transformers" or "ctranslate2"
-    output: str
 
 
 @dataclass(frozen=True)
@@ -364,24 +353,17 @@ def summarize(options: TranscribeOptions, kind: ModelKind, wall_seconds: float, 
     and ``removed`` are this run's counts of redone and dropped rows."""
     counts = count_rows(options.output, TRANSCRIPT_SCHEMA, ["duration_s", "computed_s"])
     audio, computed = counts.sums["duration_s"], counts.sums["computed_s"]
-    if counts.duplicate_ids:
-        log.error("output %s has %d duplicate ids", options.output, counts.duplicate_ids)
-    summary = Summary(
-        rows=counts.rows,
-        ok=counts.ok,
-        errors=counts.errors,
-        duplicate_ids=counts.duplicate_ids,
-        changed_inputs=changed,
-        removed_inputs=removed,
-        audio_seconds=round(audio, 3),
-        computed_seconds=round(computed, 3),
-        wall_seconds=round(wall_seconds, 3),
-        rtfx=round(audio / wall_seconds, 3) if wall_seconds > 0 else 0.0,
-        padding_efficiency=round(audio / computed, 4) if computed > 0 else 0.0,
+    summary = Summary.of(
+        counts,
         model=options.model,
+        output=options.output,
+        wall_seconds=wall_seconds,
+        changed=changed,
+        removed=removed,
+        computed_seconds=round(computed, 3),
+        padding_efficiency=round(audio / computed, 4) if computed > 0 else 0.0,
         backend=kind.backend,
         engine=kind.engine,
-        output=options.output,
     )
     return write_summary(options.output, summary)
 

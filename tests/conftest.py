@@ -125,7 +125,8 @@ def free_port() -> int:
 def serve_test_config(path: Path, args: dict, *, batch_wait_s: float) -> dict:
     """configs/serve.yaml shrunk to two cores (one replica per deployment), requiring
     TEST_API_KEY, with ``args`` merged into the app's args (dict values merged one level deep)
-    and every batch queue waiting ``batch_wait_s``; written to ``path``."""
+    every batch queue waiting ``batch_wait_s`` and replicas stopping without Serve's 2 s drain
+    wait; written to ``path``."""
     config = yaml.safe_load((REPO / "configs" / "serve.yaml").read_text())
     (app,) = config["applications"]
     app["runtime_env"] = {"env_vars": {TEST_KEY_ENV: TEST_API_KEY}}
@@ -139,6 +140,10 @@ def serve_test_config(path: Path, args: dict, *, batch_wait_s: float) -> dict:
         deployment["autoscaling_config"].update(min_replicas=1, max_replicas=1)
         if "user_config" in deployment:
             deployment["user_config"]["batch_wait_timeout_s"] = batch_wait_s
+        # A stopping replica sleeps this long before it checks for ongoing requests, and Serve
+        # stops an app's deployments one after the other: Serve's 2 s default costs ~2 s per
+        # deployment at every app stop. No test stops an app with requests in flight.
+        deployment["graceful_shutdown_wait_loop_s"] = 0.1
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return config
 

@@ -40,8 +40,9 @@ def test_corpus_files_match_manifest_and_repeat(tmp_path):
 
 
 def test_tree_memory_counts_grandchildren():
-    # A child that starts a grandchild holding ~300 MiB: only a tree-wide sum sees it.
-    grandchild = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(10)"
+    # A child that starts a grandchild holding ~300 MiB: only a tree-wide sum sees it. 3 s held:
+    # several PSS samples (one every pss_every * interval_s = 0.6 s) even on a loaded machine.
+    grandchild = "import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(3)"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}], check=True)"
     process = subprocess.Popen([sys.executable, "-c", child])
     with TreeMemory(process.pid, interval_s=0.1) as memory:

@@ -537,7 +537,8 @@ def test_real_whisper_streamed_words_equal_the_offline_words(real_whisper_dir, t
     """On real weights, a streamed English clip (24 kHz PCM, 100 ms chunks, committed at the end)
     completes with the words the transcription job writes for a WAV file of the same audio."""
     from speech.asr import load_front_end, load_recognizer
-    from speech.asr.live import Completed, transcribe_live
+    from speech.asr.live import Completed
+    from speech.asr.live_local import transcribe_live
     from speech.asr.streaming import StreamingModel
     from speech.asr.vad import default_vad
     from speech.audio import StreamResampler

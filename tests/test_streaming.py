@@ -1,6 +1,6 @@
 """Live transcription in the library (speech.asr.live, speech.asr.streaming): no Ray, tiny real models.
 
-Streams are driven in this process with :func:`speech.asr.live.transcribe_live` (the model work
+Streams are driven in this process with :func:`speech.asr.live_local.transcribe_live` (the model work
 done by a local StreamingModel, the same class the Serve replicas run) or step by step.
 """
 
@@ -24,8 +24,8 @@ from speech.asr.live import (
     SpeechStarted,
     SpeechStopped,
     TurnDetection,
-    transcribe_live,
 )
+from speech.asr.live_local import transcribe_live
 from speech.asr.streaming import StreamingModel, StreamOutput
 from speech.asr.vad import SileroVad, VadCarry, speech_spans
 from speech.audio import AudioDecodeError, StreamResampler, decode, pcm16_samples, prepare_samples

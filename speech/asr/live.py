@@ -6,7 +6,7 @@ for the model work it needs as :class:`~speech.asr.streaming.StreamWork` items
 (:meth:`~LiveTranscription.next_work`) and reads the answers
 (:meth:`~LiveTranscription.apply`), which yield :data:`Event` values. It does no I/O and runs
 no model: the caller sends each item wherever the model is (a Serve replica, or a local
-:class:`~speech.asr.streaming.StreamingModel` as :func:`transcribe_live` does), one at a time,
+:class:`~speech.asr.streaming.StreamingModel` as :func:`speech.asr.live_local.transcribe_live` does), one at a time,
 so a stream never has two steps in flight and a slow model makes steps larger, not late.
 
 Turns
@@ -31,93 +31,28 @@ Text
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from speech.asr.streaming import CtcStep, StreamingModel, StreamOutput, StreamWork, TurnDecode, VadStep
+from speech.asr.live_events import (
+    MIN_COMMIT_S,
+    Committed,
+    Completed,
+    Delta,
+    Event,
+    Failed,
+    LiveError,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDetection,
+)
+from speech.asr.live_turns import Turn, agree, release
+from speech.asr.streaming import CtcStep, StreamOutput, StreamWork, TurnDecode, VadStep
 from speech.asr.vad import FRAME_SAMPLES, VAD_SAMPLE_RATE, VadCarry
 from speech.audio import StreamResampler
 from speech.options import StreamOptions
-
-#: A client's commit needs at least this much audio (OpenAI's own minimum), seconds.
-MIN_COMMIT_S = 0.1
-
-
-class LiveError(ValueError):
-    """A request the stream cannot take; ``code`` names the reason for protocol error events."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class TurnDetection:
-    """Server VAD settings, OpenAI's names and defaults."""
-
-    threshold: float = 0.5  # speech starts at this probability and ends below threshold - 0.15
-    prefix_padding_ms: int = 300  # audio kept before the first speech frame
-    silence_duration_ms: int = 500  # quiet that ends a turn (part of the turn)
-
-
-# --- events (times in seconds of the stream, from its first sample) ---------------------------
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    turn: int
-    start_s: float  # where the turn starts, prefix padding included
-
-
-@dataclass(frozen=True)
-class SpeechStopped:
-    turn: int
-    end_s: float  # where the turn ends, the closing silence included
-
-
-@dataclass(frozen=True)
-class Committed:
-    turn: int  # closed: its completed text follows
-
-
-@dataclass(frozen=True)
-class Delta:
-    turn: int
-    text: str  # partial text to append to the turn's earlier deltas
-
-
-@dataclass(frozen=True)
-class Completed:
-    turn: int
-    text: str
-    audio_s: float  # the turn's length
-
-
-@dataclass(frozen=True)
-class Failed:
-    turn: int  # its completed text could not be computed (the model call failed)
-
-
-Event = SpeechStarted | SpeechStopped | Committed | Delta | Completed | Failed
-
-
-@dataclass
-class _Turn:
-    id: int
-    start: int  # stream sample of its first sample
-    end: int | None = None  # one past its last; None while open
-    stepped_to: int = 0  # turn samples its last partial step could emit (CTC) or decoded (Whisper)
-    text: str = ""  # partial text released so far (its deltas joined)
-    # CTC incremental decoding
-    path: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # greedy ids emitted
-    keep_from: int = 0  # turn sample where the next window starts
-    # Whisper partials (LocalAgreement)
-    hypothesis: list[str] | None = None  # words of the last decode
-    released: list[str] = field(default_factory=list)  # words released as deltas
-    final_asked: bool = False
-
 
 Kind = Literal["ctc", "ctc-final", "partial", "final"]
 
@@ -129,7 +64,7 @@ class _Plan:
     epoch: int
     vad_audio: np.ndarray | None
     vad_first: int  # index of its first VAD frame in the stream
-    decodes: list[tuple[Kind, _Turn]]  # CtcSteps then TurnDecodes, in the item's order
+    decodes: list[tuple[Kind, Turn]]  # CtcSteps then TurnDecodes, in the item's order
 
 
 class LiveTranscription:
@@ -155,8 +90,8 @@ class LiveTranscription:
         self._audio = np.zeros(0, np.float32)  # stream samples base .. end
         self._base = self._end = 0
         self._floor = 0  # no turn may start before this stream sample (the last turn's end)
-        self._open: _Turn | None = None
-        self._closed: list[_Turn] = []  # awaiting their completed text
+        self._open: Turn | None = None
+        self._closed: list[Turn] = []  # awaiting their completed text
         self._next_id = 0
         self._inflight: _Plan | None = None
         self._epoch = 0  # bumped by clear(): answers to older steps are stale
@@ -307,13 +242,13 @@ class LiveTranscription:
                 turn.path = np.concatenate([turn.path, result.ids])
                 turn.keep_from = result.keep_from
                 if self._alive(turn):
-                    events += self._release(turn, result.text)
+                    events += release(turn, result.text)
                 if kind == "ctc-final":
                     events.append(self._complete(turn, result.text))
             elif kind == "partial":
                 text = next(texts)
                 if self._alive(turn):
-                    events += self._agree(turn, text)
+                    events += agree(turn, text)
             else:
                 events.append(self._complete(turn, next(texts)))
         if plan.vad_audio is not None and plan.epoch == self._epoch:
@@ -346,11 +281,11 @@ class LiveTranscription:
 
     # -- turns -------------------------------------------------------------------------------
 
-    def _new_turn(self, start: int) -> _Turn:
+    def _new_turn(self, start: int) -> Turn:
         self._next_id += 1
-        return _Turn(self._next_id - 1, start)
+        return Turn(self._next_id - 1, start)
 
-    def _close(self, turn: _Turn, end: int, *, stopped: bool = True) -> list[Event]:
+    def _close(self, turn: Turn, end: int, *, stopped: bool = True) -> list[Event]:
         turn.end = end
         self._floor = end
         self._closed.append(turn)
@@ -359,10 +294,10 @@ class LiveTranscription:
         events: list[Event] = [SpeechStopped(turn.id, self._seconds(end))] if stopped and self.turn_detection else []
         return [*events, Committed(turn.id)]
 
-    def _alive(self, turn: _Turn) -> bool:
+    def _alive(self, turn: Turn) -> bool:
         return turn is self._open or turn in self._closed
 
-    def _complete(self, turn: _Turn, text: str) -> Completed:
+    def _complete(self, turn: Turn, text: str) -> Completed:
         self._closed.remove(turn)
         return Completed(turn.id, text, (turn.end - turn.start) / self.rate)
 
@@ -414,33 +349,9 @@ class LiveTranscription:
         """First stream sample (model rate) of VAD frame ``frame``."""
         return self._vad_origin + round(frame * FRAME_SAMPLES * self.rate / VAD_SAMPLE_RATE)
 
-    # -- text --------------------------------------------------------------------------------
-
-    def _release(self, turn: _Turn, text: str) -> list[Event]:
-        """CTC: the turn's text so far; what extends the released text is a delta."""
-        if len(text) > len(turn.text) and text.startswith(turn.text):
-            delta, turn.text = text[len(turn.text) :], text
-            return [Delta(turn.id, delta)]
-        return []
-
-    def _agree(self, turn: _Turn, text: str) -> list[Event]:
-        """Whisper: release the words this decode and the previous one agree on (LocalAgreement-2)."""
-        words, previous, turn.hypothesis = text.split(), turn.hypothesis, text.split()
-        if previous is None:
-            return []
-        agreed = 0
-        while agreed < min(len(words), len(previous)) and words[agreed] == previous[agreed]:
-            agreed += 1
-        done = len(turn.released)
-        if agreed <= done or words[:done] != turn.released:
-            return []
-        delta = (" " if done else "") + " ".join(words[done:agreed])
-        turn.released, turn.text = words[:agreed], turn.text + delta
-        return [Delta(turn.id, delta)]
-
     # -- audio -------------------------------------------------------------------------------
 
-    def _ctc_step(self, turn: _Turn, known: int, *, final: bool) -> CtcStep:
+    def _ctc_step(self, turn: Turn, known: int, *, final: bool) -> CtcStep:
         return CtcStep(self._slice(turn.start + turn.keep_from, turn.start + known), turn.keep_from, turn.path, final)
 
     def _slice(self, start: int, end: int) -> np.ndarray:
@@ -462,32 +373,6 @@ class LiveTranscription:
         self._audio, self._base = self._audio[keep - self._base :], keep
 
 
-def transcribe_live(model: StreamingModel, backend: str, audio: np.ndarray, options: StreamOptions, *,
-                    chunk_s: float = 0.1, turn_detection: TurnDetection | None = None,
-                    language: str | None = None) -> list[Event]:
-    """Stream ``audio`` (mono float32 at ``model.sample_rate``) through a live transcription
-    in ``chunk_s`` pieces, doing the work in this process; the events in order.
-
-    Each piece's work runs before the next piece is appended (a model faster than real time);
-    at the end an open turn is committed, as a client would.
-    """
-    live = LiveTranscription(backend, model.sample_rate, options, turn_detection=turn_detection, language=language)
-    chunk = max(1, round(chunk_s * model.sample_rate))
-    events: list[Event] = []
-    for start in range(0, len(audio), chunk):
-        events += live.append(audio[start : start + chunk])
-        events += _drain(live, model)
-    events += live.finish()
-    return events + _drain(live, model)
-
-
-def _drain(live: LiveTranscription, model: StreamingModel) -> list[Event]:
-    events: list[Event] = []
-    while (work := live.next_work()) is not None:
-        events += live.apply(model.run([work])[0])
-    return events
-
-
 __all__ = [
     "MIN_COMMIT_S",
     "Committed",
@@ -500,5 +385,4 @@ __all__ = [
     "SpeechStarted",
     "SpeechStopped",
     "TurnDetection",
-    "transcribe_live",
 ]
