@@ -68,7 +68,10 @@ def test_requests_that_arrive_while_a_batch_runs_make_the_next_batch_together():
     async def scenario():
         model = Model()
         batcher = Batcher(model.execute, Limits())
-        submit = lambda call, m, p: asyncio.ensure_future(batcher.submit(call, m, p, 1.0))  # noqa: E731 - a shorthand
+
+        def submit(call: str, model_id: str, payload: str) -> asyncio.Future:
+            return asyncio.ensure_future(batcher.submit(call, model_id, payload, 1.0))
+
         first = submit("asr", "m1", "a")
         await settle()
         # While "a" runs: four more for m1, one for m2, one live-session step for m1.
