@@ -5,9 +5,9 @@ longer than ``max_duration_s``, 400 ``audio_too_long``, before decoding anything
 the replica holds less than ``max_decoded_seconds`` of decoded audio, decode the upload with
 :func:`speech.audio.decode` at the model's rate (bounded by ``max_duration_s`` even when
 the header gives no length) and cut it into windows with the model's front end, exactly as
-the job's prepare stage does. Then the request waits in a
-``@serve.batch`` queue bounded by requests and by audio seconds (see :mod:`serve.replica`);
-a batch (requests for one model: Serve splits batches by model id) goes through
+the job's prepare stage does. Then the request waits in the
+replica's batch queue (:mod:`serve.batcher`: a batch forms when the model is free, bounded
+by requests and by audio seconds); a batch (requests for one model) goes through
 ``Recognizer.transcribe`` in one call, which buckets the windows by length within the
 model's ``batch_seconds`` budget, as in the job. Transcripts therefore equal the job's.
 
@@ -16,8 +16,8 @@ Models are multiplexed: the model id of a request is a served model's name, with
 
 Live transcription (``/v1/realtime``, :mod:`serve.realtime`) runs on the same replicas and
 model objects: a session's steps (:class:`speech.asr.streaming.StreamWork`: VAD frames, CTC
-windows, turn decodes) wait in a batch queue of their own, with the same limits, so the steps
-of many sessions share model calls (:class:`speech.asr.streaming.StreamingModel`). Steps carry
+windows, turn decodes) wait in the same queue, batched with each other (not with files) under
+the same limits, so the steps of many sessions share model calls (:class:`speech.asr.streaming.StreamingModel`). Steps carry
 all the stream state they need; any replica can take any session's next step.
 """
 
@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import Field
-from ray import serve
 
-from serve.replica import Batching, HoldLimit, Item, ModelReplica, Rejected, batch_slots, model_deployment
+from serve.batcher import Batching
+from serve.replica import HoldLimit, ModelReplica, Rejected, model_deployment
 from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, detect_backend, load_front_end, load_recognizer
 from speech.asr.streaming import StreamingModel, StreamOutput, StreamWork
 from speech.asr.vad import default_vad
@@ -200,9 +200,8 @@ class Transcriber:
         await self._replica.load_default()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply a new ``user_config`` (batch size, budget, wait) to both batch queues without restarting."""
-        self._replica.reconfigure(self._recognize, user_config)
-        self._replica.reconfigure(self._stream_batch, user_config)
+        """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
+        self._replica.reconfigure(user_config)
 
     def _options(self, name: str, task: Task, language: str | None = None) -> TranscribeOptions:
         overrides = self._replica.overrides if language is None else {**self._replica.overrides, "language": language}
@@ -233,10 +232,8 @@ class Transcriber:
             windows, seconds = prepared
             await held.resize(seconds)
             decoding = request_decoding(model.options, request.temperature, request.prompt)
-            result = await self._recognize(Item((windows, request.language, decoding), seconds, self._replica.budget))
-        if isinstance(result, Exception):
-            raise result
-        transcript, batch_size = result
+            transcript, batch_size = await self._replica.batched(_Model.transcribe, (windows, request.language, decoding),
+                                                                seconds)
         language = request.language or model.options.language
         row = TranscriptRow(
             id=request.filename,
@@ -256,11 +253,6 @@ class Transcriber:
         )
         return AsrResult(row, batch_size)
 
-    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s,
-                 batch_size_fn=batch_slots)
-    async def _recognize(self, items: list[Item]) -> list[tuple[Transcript, int] | Exception]:
-        return await self._replica.run_batch(_Model.transcribe, items)
-
     async def open_stream(self, language: str | None) -> StreamFormat | Rejected:
         """A live session's model (the multiplexed model id), loaded, and the language checked."""
         model = await self._replica.model()
@@ -273,18 +265,9 @@ class Transcriber:
     async def stream(self, work: StreamWork) -> StreamOutput:
         """One live session's step, batched with other sessions' steps for the same model."""
         model = await self._replica.model()
-        item = Item(work, work.audio_seconds(model.front_end.sample_rate), self._replica.budget)
-        result = await self._stream_batch(item)
-        if isinstance(result, Exception):
-            raise result
-        output, batch_size = result
+        output, batch_size = await self._replica.batched(_Model.stream, work, work.audio_seconds(model.front_end.sample_rate))
         self._stream_batches[batch_size] += 1
         return replace(output, batch_size=batch_size)
-
-    @serve.batch(max_batch_size=AsrBatching().max_batch_size, batch_wait_timeout_s=AsrBatching().batch_wait_timeout_s,
-                 batch_size_fn=batch_slots)
-    async def _stream_batch(self, items: list[Item]) -> list[tuple[StreamOutput, int] | Exception]:
-        return await self._replica.run_batch(_Model.stream, items)
 
     def _check_language(self, name: str, task: Task, language: str) -> str | None:
         """Why model ``name`` cannot take ``language``, or None if it can (reads configs once)."""

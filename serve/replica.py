@@ -3,19 +3,14 @@
 Set-up
     :class:`ModelReplica` is what a model deployment's replica holds besides its own
     model class: the served models' sources and option overrides, the device, the model
-    thread, the batch budget and the model cache below, with the calls on them that the
+    thread, the batch queue and the model cache below, with the calls on them that the
     Transcriber and the Synthesizer make alike.
 
 Batching
-    Ray Serve's ``@serve.batch`` bounds a batch by one number, ``max_batch_size``, measured
-    by a ``batch_size_fn``. We want two bounds at once: at most ``max_batch_size`` requests
-    (what ``max_ongoing_requests`` must leave room for) and at most a budget of work (audio
-    seconds for ASR, text characters for TTS). Both fit in Serve's one number by counting
-    *slots*: the budget is cut into ``max_batch_size`` equal slots and an item costs the
-    slots its work fills, at least one and at most all of them (so an item larger than the
-    whole budget runs alone instead of failing). A full batch then has at most
-    ``max_batch_size`` items and at most the budget of work; Serve's own warning about
-    ``max_ongoing_requests < max_batch_size`` keeps its meaning.
+    :class:`serve.batcher.Batcher`: one queue per replica, a batch formed when the model is
+    free from what waits then, bounded by ``max_batch_size`` requests and by a budget of
+    work (audio seconds for ASR, text characters for TTS); its docstring says why it is not
+    Ray Serve's ``@serve.batch``.
 
 Model cache
     Serve model multiplexing (``serve.multiplexed``): the request's model id picks the
@@ -46,52 +41,21 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Deployment
+
+from serve.batcher import Batcher, Batching
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 M = TypeVar("M")
-
-
-class Batching(BaseModel):
-    """The part of a deployment's ``user_config`` that tunes its batch queue (no redeploy)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_batch_size: int = Field(16, ge=1)  # items per batch; max_ongoing_requests should be >= this
-    batch_wait_timeout_s: float = Field(0.05, ge=0)  # how long a batch waits to fill after its first item
-
-    @property
-    def budget(self) -> float:
-        """Work per batch, in the deployment's unit (see subclasses)."""
-        raise NotImplementedError
-
-
-class Budget:
-    """The current limits of one replica's batch queue.
-
-    Queued items hold a reference to it, so a ``reconfigure`` applies to items already
-    waiting: their cost is counted with the limits in force when the batch forms.
-    """
-
-    def __init__(self, batching: Batching):
-        self.batching = batching
-
-    def slots(self, work: float) -> int:
-        """Slots an item of ``work`` units fills: ``ceil(work / slot)``, clamped to [1, max_batch_size]."""
-        size = self.batching.max_batch_size
-        slot = self.batching.budget / size
-        # The tolerance keeps float noise (10.000000001 slots) from costing a whole slot more.
-        return min(size, max(1, math.ceil(work / slot - 1e-9)))
 
 
 @dataclass(frozen=True)
@@ -105,20 +69,6 @@ class Rejected:
     param: str  # the request field at fault: "file", "language", "voice", "input"
     message: str  # for the client
     code: str = "invalid_value"
-
-
-@dataclass
-class Item(Generic[T]):
-    """One request waiting in a batch queue: what the model needs, and what it costs."""
-
-    payload: T
-    work: float  # audio seconds (ASR) or characters (TTS)
-    budget: Budget
-
-
-def batch_slots(items: Sequence[Item]) -> int:
-    """``batch_size_fn`` of every budgeted ``@serve.batch`` queue: slots the items fill."""
-    return sum(item.budget.slots(item.work) for item in items)
 
 
 class HoldLimit:
@@ -238,7 +188,7 @@ class ModelReplica(Generic[M]):
         self.overrides = dict(options)  # job option name -> value
         self.device = replica_device()
         self.thread = ModelThread(self.overrides.get("torch_threads"))
-        self.budget = Budget(batching())
+        self.batcher = Batcher(self._run_batch, batching())
         self.models: ModelCache[M] = ModelCache(load, max_models, self.thread)
         self._batching = batching
         self._started = time.time()
@@ -249,30 +199,36 @@ class ModelReplica(Generic[M]):
         await self.models.get(next(iter(self.sources)))
 
     async def model(self) -> M:
-        """The model of the request's multiplexed model id (in a batch: the batch's, as Serve
-        splits batches by model id)."""
+        """The model of the request's multiplexed model id."""
         return await self.models.get(serve.get_multiplexed_model_id())
 
-    def reconfigure(self, batch_method: Any, user_config: dict[str, Any]) -> None:
-        """Apply a new ``user_config`` to the ``@serve.batch`` method and to the budget its items
-        count with, without restarting the replica."""
-        batching = self._batching.model_validate(user_config)
-        self.budget.batching = batching
-        batch_method.set_max_batch_size(batching.max_batch_size)
-        batch_method.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+    async def batched(self, call: Callable[[M, list[T]], list[R]], payload: T, work: float) -> tuple[R, int]:
+        """``call(model, [payload, ...])`` for this request and the others that share its batch
+        (the model of the request's multiplexed model id); ``work`` is what it costs of the
+        batch budget. Returns the result and the batch's size; raises what this request failed with."""
+        result = await self.batcher.submit(call, serve.get_multiplexed_model_id(), payload, work)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-    async def run_batch(self, call: Callable[[M, list[T]], list[R]], items: list[Item[T]]) -> list[tuple[R, int] | Exception]:
-        """``call(model, payloads)`` in the model thread for a batch of queued items; each
-        result comes with the batch's size, or is the exception that item failed with.
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply a new ``user_config`` to the batch queue (requests already waiting included),
+        without restarting the replica."""
+        self.batcher.batching = self._batching.model_validate(user_config)
+
+    async def _run_batch(self, call: Callable[[M, list[T]], list[R]], model_id: str,
+                         payloads: list[T]) -> list[tuple[R, int] | Exception]:
+        """``call(model, payloads)`` in the model thread for one batch; each result comes with
+        the batch's size, or is the exception that payload failed with.
 
         One poisonous request must not fail its batch-mates: after a failed batch every
         payload is retried alone and only the ones that fail again get their exception
         (returned, not raised, so the deployment answers each request on its own).
         """
-        fn = functools.partial(call, await self.model())
-        payloads = [item.payload for item in items]
+        fn = functools.partial(call, await self.models.get(model_id))
+        size = len(payloads)
         try:
-            return [(result, len(items)) for result in await self.thread.run(fn, payloads)]
+            return [(result, size) for result in await self.thread.run(fn, payloads)]
         except Exception as err:  # noqa: BLE001 - retried one by one below; failures are returned
             if len(payloads) == 1:
                 return [err]
@@ -280,16 +236,18 @@ class ModelReplica(Generic[M]):
         results: list[tuple[R, int] | Exception] = []
         for payload in payloads:
             try:
-                results.append(((await self.thread.run(fn, [payload]))[0], len(items)))
+                results.append(((await self.thread.run(fn, [payload]))[0], size))
             except Exception as err:  # noqa: BLE001 - this request's own failure, answered to it
                 results.append(err)
         return results
 
     def describe(self) -> dict[str, Any]:
-        """Replica facts for operators and tests: when it started, its batching, its models."""
+        """Replica facts for operators and tests: when it started, its batching and the batches
+        it ran (:meth:`serve.batcher.Batcher.describe`), its models."""
         return {
             "started": self._started,
-            "batching": self.budget.batching.model_dump(),
+            "batching": self.batcher.batching.model_dump(),
+            **self.batcher.describe(),
             "loaded_models": self.models.loaded(),
             "device": self.device,
         }

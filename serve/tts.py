@@ -2,9 +2,9 @@
 
 Per request (in the replica, outside the batch): the job's front end turns the text into
 sentence pieces (:func:`speech.tts.frontend.prepare_row`: normalize, validate, resolve the
-voice, split, encode, seed each piece) with the job's options. Each piece then waits in a
-``@serve.batch`` queue bounded by pieces and by characters (see :mod:`serve.replica`), so
-pieces of many requests share model calls. A TTS model's output for a piece does not depend
+voice, split, encode, seed each piece) with the job's options. Each piece then waits in the
+replica's batch queue (:mod:`serve.batcher`: a batch forms when the model is free, bounded by
+pieces and by characters), so pieces of many requests share model calls. A TTS model's output for a piece does not depend
 on its batch-mates (the :class:`speech.tts.TtsModel` contract), so the audio equals the job's.
 
 Pieces are streamed back in reading order as they are ready, each after the job's
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 from pydantic import Field
-from ray import serve
 
-from serve.replica import Batching, Item, ModelReplica, Rejected, batch_slots, model_deployment
+from serve.batcher import Batching
+from serve.replica import ModelReplica, Rejected, model_deployment
 from speech.options import SynthesizeOptions
 from speech.text import TextError
 from speech.tts import TextFrontEnd, TtsModel, Utterance, load_front_end, load_model
@@ -136,7 +136,7 @@ class Synthesizer:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
-        self._replica.reconfigure(self._synthesize, user_config)
+        self._replica.reconfigure(user_config)
 
     def _load(self, name: str) -> _Model:
         replica = self._replica
@@ -153,26 +153,16 @@ class Synthesizer:
         if isinstance(utterances, Rejected):
             yield utterances
             return
-        pieces = [
-            asyncio.ensure_future(self._synthesize(Item(u, len(u.text), self._replica.budget))) for u in utterances
-        ]
+        pieces = [asyncio.ensure_future(self._replica.batched(_Model.synthesize, u, len(u.text))) for u in utterances]
         try:
             for index, piece in enumerate(pieces):
-                result = await piece
-                if isinstance(result, Exception):
-                    raise result
-                waveform, batch_size = result
+                waveform, batch_size = await piece
                 rate = model.model.sample_rate
                 samples = join_pieces([waveform], pause_s=model.options.sentence_pause_s, sample_rate=rate, start=index)
                 yield SpeechChunk(samples, rate, batch_size)
         finally:
             for piece in pieces:  # the client went away: its remaining pieces are not needed
                 piece.cancel()
-
-    @serve.batch(max_batch_size=TtsBatching().max_batch_size, batch_wait_timeout_s=TtsBatching().batch_wait_timeout_s,
-                 batch_size_fn=batch_slots)
-    async def _synthesize(self, items: list[Item]) -> list[tuple[np.ndarray, int] | Exception]:
-        return await self._replica.run_batch(_Model.synthesize, items)
 
     def describe(self) -> dict[str, Any]:
         """Replica facts for operators and tests: when it started, its batching, its models."""

@@ -36,6 +36,8 @@ def test_every_request_is_answered_and_every_figure_is_positive(quick_report):
         latency = figures["latency_ms"]
         assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"], setting
         assert figures["throughput_rps"] == pytest.approx(figures["requests"] / figures["wall_s"], rel=1e-3)
+        sizes = figures["batch_sizes"]
+        assert sizes["mean_per_call"] == pytest.approx(QUICK_REQUESTS / sizes["model_calls"], rel=0.01), setting
         assert f"| {setting} |" in table
     assert "On / off: throughput" in table
 

@@ -32,7 +32,7 @@ from conftest import TEST_API_KEY as API_KEY
 
 MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
 BODY_TIMEOUT_S = 5  # a request body must arrive within this (test_slow_body_...)
-BATCH_WAIT_S = 0.15  # long enough on a loaded 2-core machine for concurrent requests to meet
+BATCH_WAIT_S = 0.0  # the config's: batches form when the model frees, no timer
 CONCURRENT = 32
 SPEECH_TEXT = "Hello there. This is a test of the speech server. It has three sentences."
 ASR_OPTIONS = {"max_new_tokens": 8}  # a random-weight Whisper babbles until its token limit: keep it short
@@ -219,18 +219,6 @@ def test_decoded_audio_held_by_a_replica_is_bounded_and_the_rest_waits():
     assert events == ["a in, holding 8", "b in, holding 10", "a out", "b out", "huge in, holding 50", "huge out"]
 
 
-def test_batch_budget_counts_requests_and_work():
-    from serve.asr import AsrBatching
-    from serve.replica import Budget, Item, batch_slots
-
-    budget = Budget(AsrBatching(max_batch_size=4, max_batch_seconds=40))  # slots of 10 s
-    assert [budget.slots(s) for s in (0.5, 10, 10.5, 35, 400)] == [1, 1, 2, 4, 4]
-    items = [Item(None, seconds, budget) for seconds in (3, 12, 10)]
-    assert batch_slots(items) == 1 + 2 + 1
-    budget.batching = AsrBatching(max_batch_size=2, max_batch_seconds=40)  # a reconfigure: queued items follow
-    assert batch_slots(items) == 1 + 1 + 1
-
-
 def test_health_models_and_api_key(server, client):
     base_url, _ = server
     assert httpx.get(f"{base_url}/health").json() == {"status": "ok"}  # no key needed
@@ -300,6 +288,32 @@ def test_concurrent_requests_are_batched_and_unchanged(client, job_transcripts):
     print(f"\n[serve] {CONCURRENT} concurrent transcriptions in {elapsed:.1f} s; batch sizes {sorted(sizes)}")
     assert max(sizes) > 1
     assert all(1 <= s <= 16 for s in sizes)  # user_config.max_batch_size
+
+
+def test_batches_form_when_the_model_frees(client):
+    """A lone request on the idle replica runs alone, with no timer (batch_wait_timeout_s 0); of
+    16 sent at once, each batch takes every request of its model waiting when it formed (the
+    replica's own records: nothing left behind, no limit reached with 16 short files)."""
+    transcriber = _describe("Transcriber")
+    assert transcriber["batching"]["batch_wait_timeout_s"] == 0 and transcriber["waiting"] == 0
+    path = SAMPLE_FILES[0]
+    raw = client.audio.transcriptions.with_raw_response.create(model="ctc-xlsr", file=(path.name, path.read_bytes()))
+    assert int(raw.headers["x-batch-size"]) == 1
+    ran = sum(_describe("Transcriber")["batches"]["transcribe"].values())
+
+    def call(path):
+        raw = client.audio.transcriptions.with_raw_response.create(model="ctc-xlsr", file=(path.name, path.read_bytes()))
+        return int(raw.headers["x-batch-size"])
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        sizes = list(pool.map(call, [SAMPLE_FILES[i % len(SAMPLE_FILES)] for i in range(16)]))
+    after = _describe("Transcriber")
+    new = sum(after["batches"]["transcribe"].values()) - ran
+    burst = after["recent_batches"][-new:]
+    print(f"\n[serve] 16 at once: batches of {[b['size'] for b in burst]}")
+    assert sum(b["size"] for b in burst) == 16 and sorted(sizes) == sorted(s for b in burst for s in [b["size"]] * b["size"])
+    assert all(b["left"] == 0 and b["queued"] == b["size"] for b in burst), burst
+    assert max(sizes) > 1  # requests that arrived while a batch ran met in the next one
 
 
 def test_translation_needs_a_whisper_model(client):
