@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import ray
+
+#: When set (by a benchmark: bench/systems.py), every model actor appends the Unix time of its
+#: first model call to this file, one line per actor: the job's first model call is the earliest.
+FIRST_CALL_FILE_ENV = "SPEECH_FIRST_CALL_FILE"
 
 
 @contextmanager
@@ -32,3 +37,14 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def record_first_call() -> None:
+    """Append ``time.time()`` to ``$SPEECH_FIRST_CALL_FILE`` if it is set (see FIRST_CALL_FILE_ENV).
+
+    One short ``O_APPEND`` write per actor, so lines from concurrent actors never interleave.
+    """
+    path = os.environ.get(FIRST_CALL_FILE_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{time.time():.6f}\n")

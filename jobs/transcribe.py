@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,8 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from jobs import fused
 from jobs import output as output_files
 from jobs.output import Output, count_rows, open_output, write_summary
+from jobs.runtime import record_first_call
 from jobs.task import Task
 from jobs.units import Item, Unit, read_units, units_table
 from speech.asr import FrontEnd, ModelKind, detect_model, load_front_end, load_recognizer
@@ -88,9 +90,12 @@ class PrepareUnits:
         self.timeout_s = options.read_timeout_s
 
     def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
-        items = [self._prepare(row) for row in batch.to_pylist()]
-        for unit in self._pack(items):
+        for unit in self.units(batch):
             yield units_table([unit])
+
+    def units(self, batch: pa.Table) -> list[Unit]:
+        """The window ``batch`` (sorted input rows) decoded, featurized and packed into units."""
+        return self._pack([self._prepare(row) for row in batch.to_pylist()])
 
     def _prepare(self, row: dict) -> Item:
         item = Item(**{name: row[name] for name in ("id", "path", "reference", "language", "input_size", "input_mtime",
@@ -139,12 +144,15 @@ class RecognizeUnits:
         self.options = options
         self.recognizer = self._load(options, kind, device)
         self.sample_rate = self.recognizer.sample_rate
+        self._called = False
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows: list[TranscriptRow] = []
-        for unit in read_units(batch):
-            rows.extend(self._recognize(unit))
-        return self._table(rows)
+        return self.table(read_units(batch))
+
+    def table(self, units: Iterable[Unit]) -> pa.Table:
+        """One output row per item of ``units``, in order; a failed model call gives error rows.
+        ``units`` may be a lazy iterator (the fused stage, jobs/fused.py, prepares them meanwhile)."""
+        return self._table([row for unit in units for row in self._recognize(unit)])
 
     # What a subclass (another task on this spine) replaces: the model, its call, the rows.
 
@@ -158,6 +166,9 @@ class RecognizeUnits:
         items = unit.items
         todo = [item for item in items if item.error is None]
         results: dict[str, object] = {}
+        if todo and not self._called:
+            self._called = True
+            record_first_call()
         try:
             results.update(zip((i.id for i in todo), self._infer(todo, unit.batches_of(todo))))
         except Exception as err:  # noqa: BLE001 - a poison item must not fail its batch-mates
@@ -303,17 +314,17 @@ def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = 
                               changed=len(plan.changed), removed=len(plan.removed))
 
 
-def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset:
-    """The inputs with ``duration_s`` and header ``error`` added, sorted by duration."""
+def _sorted_inputs(options: AudioJobOptions, todo: pa.Table, block_rows: int) -> ray.data.Dataset:
+    """The inputs with ``duration_s`` and header ``error`` added, sorted by duration; probed in
+    the driver, blocks of ``block_rows`` (a multiple of ``prepare_window``) rows."""
     if todo.num_rows <= _DRIVER_PROBE_ROWS:
         probe_rows = functools.partial(probe_batch, max_duration_s=options.max_duration_s,
                                        timeout_s=options.read_timeout_s)
         pieces = [todo.slice(i, 16) for i in range(0, todo.num_rows, 16)]
         with ThreadPoolExecutor(_DRIVER_PROBE_THREADS) as threads:
             ordered = pa.concat_tables(threads.map(probe_rows, pieces)).sort_by("duration_s")
-        # Blocks of one prepare window, so every prepare actor of the pool gets work.
-        window = options.prepare_window
-        return ray.data.from_arrow([ordered.slice(i, window) for i in range(0, ordered.num_rows, window)])
+        # A block per call of the first actor stage, so every actor of its pool gets work.
+        return ray.data.from_arrow([ordered.slice(i, block_rows) for i in range(0, ordered.num_rows, block_rows)])
     # Sorting is a barrier anyway; materializing its small output (paths and durations,
     # in the object store) before the actor stages start keeps their reserved CPUs from
     # starving the sort's tasks on small machines.
@@ -332,23 +343,28 @@ def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset
 def _pipeline(options: AudioJobOptions, kind: ModelKind, todo: pa.Table, task: Task | None = None) -> ray.data.Dataset:
     task = task or TRANSCRIBE
     pool = options.pool
-    dataset = _sorted_inputs(options, todo).map_batches(
-        PrepareUnits,
-        fn_constructor_args=(options, kind, task.front_end),
-        batch_size=options.prepare_window,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
-        num_cpus=options.cpus_per_prepare,
-    ).map_batches(
-        task.model_stage,
-        fn_constructor_args=(options, kind),
-        batch_size=1,
+    model_actors = dict(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
         num_cpus=options.cpus_per_actor,
         num_gpus=options.gpus_per_actor,
         resources=options.resources_per_actor or None,
     )
+    if fused.choose(options, ray.cluster_resources().get("CPU", 0.0)):
+        rows = fused.rows_per_call(options)
+        dataset = _sorted_inputs(options, todo, rows).map_batches(
+            fused.FusedUnits, fn_constructor_args=(options, kind, task.front_end, task.model_stage),
+            batch_size=rows, **model_actors,
+        )
+    else:
+        dataset = _sorted_inputs(options, todo, options.prepare_window).map_batches(
+            PrepareUnits,
+            fn_constructor_args=(options, kind, task.front_end),
+            batch_size=options.prepare_window,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
+            num_cpus=options.cpus_per_prepare,
+        ).map_batches(task.model_stage, fn_constructor_args=(options, kind), batch_size=1, **model_actors)
     # Ray Data's default budget is a share of the whole object store (GiBs), so a CPU model
     # would let preparation decode the entire corpus ahead of it: memory would grow with the
     # corpus. A budget sized in batches backpressures preparation and keeps memory flat.
