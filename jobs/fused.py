@@ -4,7 +4,7 @@ On a machine with few CPUs per model replica (a laptop, a 2-core VM), a separate
 actor is one more Python process that imports the front end's libraries at start-up and takes
 CPU from the model while it runs, for work that costs ~0.3% of a CPU model's (decode,
 resample, features: docs/benchmarks.md). There the job runs one actor stage instead:
-:class:`FusedUnits` holds the task's front end (a :class:`jobs.transcribe.PrepareUnits`) and its
+:class:`FusedUnits` holds the task's front end (a :class:`jobs.prepare.PrepareUnits`) and its
 model stage, and prepares the next window of files in a thread while the model runs on the
 current one, so the pipeline is probe/sort -> fused -> write.
 
@@ -21,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
+from jobs.prepare import PrepareUnits
 from jobs.units import Unit
 from speech.asr import ModelKind
 from speech.options import AudioJobOptions
@@ -78,8 +79,6 @@ class FusedUnits:
     """
 
     def __init__(self, options: AudioJobOptions, kind: ModelKind, front_end, model_stage: type):
-        from jobs.transcribe import PrepareUnits  # jobs.transcribe imports this module
-
         self.window = options.prepare_window
         self.model = model_stage(options, kind)  # first: it sets the torch threads of this process
         self.prepare = PrepareUnits(options, kind, front_end)
