@@ -26,17 +26,27 @@ def ray_session(address: str | None = None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    # "local" always starts a Ray of our own: a bare ray.init() would silently join any
-    # cluster someone started on this machine with `ray start`, and run there.
-    ray.init(
-        address=address or "local",
-        include_dashboard=False if address is None else None,
-        logging_level=logging.WARNING,
-    )
+    if address is None:
+        start_local_ray()
+    else:
+        ray.init(address=address, logging_level=logging.WARNING)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def start_local_ray() -> None:
+    """Start a local Ray of this process's own for a batch job.
+
+    ``address="local"`` always starts one: a bare ``ray.init()`` would silently join any
+    cluster someone started on this machine with ``ray start``, and run there. No dashboard.
+    Workers run at the driver's priority: Ray starts them at nice 15 (``worker_niceness``) to
+    keep its own daemons responsive on shared nodes, but in a job's own Ray the workers are
+    the job, and at nice 15 the model actor yields its cores to every other process.
+    """
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+             _system_config={"worker_niceness": 0})
 
 
 def record_first_call() -> None:
