@@ -16,6 +16,7 @@ work would stall the GPU's feeding thread) and clusters with CPUs to spare per m
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -64,9 +65,12 @@ def choose(options: AudioJobOptions, cluster_cpus: float) -> bool:
     return fused
 
 
-def rows_per_call(options: AudioJobOptions) -> int:
-    """Input rows per fused call: whole windows (so windows are cut where the separate stage cuts them)."""
-    return options.prepare_window * WINDOWS_PER_CALL
+def rows_per_call(options: AudioJobOptions, rows: int) -> int:
+    """Input rows per fused call for a job of ``rows`` inputs: whole windows (cut where the
+    separate stage cuts them), up to :data:`WINDOWS_PER_CALL`, and fewer when that leaves
+    some of the pool's actors without a call."""
+    windows = math.ceil(rows / options.prepare_window)
+    return options.prepare_window * max(1, min(WINDOWS_PER_CALL, windows // options.pool.max))
 
 
 class FusedUnits:

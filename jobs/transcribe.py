@@ -298,7 +298,7 @@ def _pipeline(options: AudioJobOptions, kind: ModelKind, todo: pa.Table, task: T
         resources=options.resources_per_actor or None,
     )
     if fused.choose(options, ray.cluster_resources().get("CPU", 0.0)):
-        rows = fused.rows_per_call(options)
+        rows = fused.rows_per_call(options, todo.num_rows)
         dataset = _sorted_inputs(options, todo, rows).map_batches(
             fused.FusedUnits, fn_constructor_args=(options, kind, task.front_end, task.model_stage),
             batch_size=rows, **model_actors,

@@ -79,3 +79,9 @@ def test_the_rule_and_its_log_line(prepare, gpus, cpus, actors, expected, reason
 def test_prepare_option_is_checked():
     with pytest.raises(ValueError, match="prepare"):
         TranscribeOptions(inputs=["x"], output="o", model="m", prepare="both")
+
+
+@pytest.mark.parametrize(("rows", "actors", "expected"), [(43, 1, 32), (43, 2, 24), (43, 8, 8), (5, 1, 8), (900, 1, 32)])
+def test_calls_are_whole_windows_spread_over_the_pool(rows, actors, expected):
+    options = TranscribeOptions(inputs=["x"], output="o", model="m", prepare_window=8, actors=actors)
+    assert fused.rows_per_call(options, rows) == expected
