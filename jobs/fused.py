@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -87,8 +90,9 @@ class FusedUnits:
         self.model = model_stage(options, kind)  # first: it sets the torch threads of this process
         self.prepare = PrepareUnits(options, kind, front_end)
         # One thread: decode and features are ~0.3% of a CPU model's work, so one thread keeps
-        # ahead of it, and the model's torch threads keep the cores (no oversubscription).
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        # ahead of it; at a lower priority, so that the model's torch threads keep the cores
+        # they were sized for (when the model waits for a window, the thread runs at full speed).
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="prepare", initializer=_lower_priority)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         windows = [batch.slice(i, self.window) for i in range(0, batch.num_rows, self.window)]
@@ -104,3 +108,13 @@ class FusedUnits:
             yield from units
         # Every submitted window was consumed above, so nothing is left running here.
 
+
+#: Niceness added to the prepare thread (Linux applies it to the thread alone).
+PREPARE_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Make the calling thread yield the CPU to the model's threads (Linux; elsewhere a no-op,
+    since other systems would apply it to the whole process)."""
+    if sys.platform == "linux":
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + PREPARE_NICENESS)

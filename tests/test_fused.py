@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -85,3 +89,14 @@ def test_prepare_option_is_checked():
 def test_calls_are_whole_windows_spread_over_the_pool(rows, actors, expected):
     options = TranscribeOptions(inputs=["x"], output="o", model="m", prepare_window=8, actors=actors)
     assert fused.rows_per_call(options, rows) == expected
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+def test_the_prepare_thread_alone_yields_to_the_model():
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = nice()
+    with ThreadPoolExecutor(1, initializer=fused._lower_priority) as thread:
+        assert thread.submit(nice).result() == min(19, before + fused.PREPARE_NICENESS)
+    assert nice() == before  # the calling thread (the model's) is untouched
