@@ -68,8 +68,8 @@ def role(command: list[str], is_root: bool = False) -> str:
     for name in names:
         if name in _RAY_ROLES:
             return _RAY_ROLES[name]
-    if line.startswith("ray::"):
-        return f"ray worker {line.split()[0][5:]}"
+    if line.startswith("ray::"):  # an actor's title gains ".method" while a method runs
+        return f"ray worker {line.split()[0][5:].split('.')[0]}"
     scripts = [part.rsplit("/", 1)[-1] for part in command if part.endswith(".py")]
     return scripts[0] if scripts else " ".join(names[1:3]) or "other"  # e.g. "python -c" (a dashboard helper)
 
@@ -77,6 +77,13 @@ def role(command: list[str], is_root: bool = False) -> str:
 #: Roles a process leaves: a worker is re-read until it becomes something (its first task or
 #: actor), then keeps that role when it idles again.
 _TRANSIENT = ("idle worker", "worker (starting)")
+
+
+def _final(name: str) -> bool:
+    """Whether a role is settled: not an idle or starting worker, and not a fallback (a process
+    seen between fork and exec still shows its parent's command line)."""
+    known = {*_RAY_ROLES.values(), *_ACTOR_ROLES.values(), "driver"}
+    return name not in _TRANSIENT and (name in known or name.startswith(("ray worker ", "actor ")))
 
 
 @dataclass
@@ -150,7 +157,7 @@ class TreeMemory:
         """The record of ``process``; its role is read when new, and again when ``refresh``
         while it is transient (Ray retitles a worker after the task or actor it runs)."""
         peak = self.processes.get(process.pid)
-        if peak is None or (refresh and peak.role in _TRANSIENT):
+        if peak is None or (refresh and not _final(peak.role)):
             name = role(process.cmdline() or [process.name()], is_root=process.pid == self.root.pid)
             if peak is None:
                 peak = self.processes[process.pid] = ProcessPeak(name)

@@ -132,6 +132,7 @@ def test_first_batch_and_each_process_are_reported(quick_report):
          "worker (starting)"),
         (["ray::IDLE"], "idle worker"),
         (["ray::Write"], "ray worker Write"),
+        (["ray::_StatsActor.get_dataset_metadata"], "ray worker _StatsActor"),
     ],
 )
 def test_process_roles(command, expected):
