@@ -80,6 +80,7 @@ class AsrBench:
     max_new_tokens: int = 48  # whisper: tokens every system generates per 30 s window (greedy)
     engine: str = "torch"  # "onnx": also our job on the model's float32 and int8 ONNX exports (CTC)
     real: bool = False  # whisper: real weights and English speech, both engines, WER (bench.whisper_real)
+    prepare: str = "auto"  # ctc: our job's ``prepare`` option (separate prepare actors or fused, jobs/fused.py)
 
 
 def run(bench: AsrBench, progress=print) -> dict:
@@ -114,6 +115,7 @@ def run(bench: AsrBench, progress=print) -> dict:
         return report
     if bench.engine not in ("torch", "onnx"):
         raise ValueError(f"engine {bench.engine!r}: expected 'torch' or 'onnx'")
+    base = replace(base, transcribe_options={"prepare": bench.prepare})
     if bench.quick:
         base = replace(base, budgets_s=[0.0, 10.0], sweep_share=1.0)
     larger = repeat_manifest(corpus, bench.memory_scale, work / "manifest-larger.jsonl")
@@ -174,6 +176,7 @@ def _report(bench: AsrBench, model, corpus, results: dict, load_before: dict, se
             "model": str(model),
             "model_parameters": count_parameters(model),
             "torch_threads": bench.threads,
+            "prepare": bench.prepare,
             "unsorted_batch_size": Job.batch_size,
             "memory_scale": bench.memory_scale,
             "corpus": corpus.describe(),
@@ -190,7 +193,11 @@ def _report(bench: AsrBench, model, corpus, results: dict, load_before: dict, se
         "peak_pss_mb": pss,
         "peak_rss_ratio_10x": round(rss["ours_10x"] / rss["ours"], 3),
         "peak_pss_ratio_10x": round(pss["ours_10x"] / pss["ours"], 3),
+        # Each process's own peaks, summed per role: where the x10 run's growth sits.
+        "memory_by_process": {k: systems[k]["processes"] for k in ("ours", "ours_10x")},
         "startup_share": {k: round(v["startup_s"] / v["wall_s"], 3) for k, v in systems.items()},
+        # Our job only: seconds from its start to its first model call (Ray, actors, model load).
+        "first_batch_s": {k: round(v["first_batch_s"], 2) for k, v in systems.items() if "first_batch_s" in v},
         "profile": _profile(results["profile"], systems["ours"]),
         "repeat": bench.repeat,
         "bench_seconds": round(seconds, 1),
@@ -223,6 +230,8 @@ def _targets(report: dict) -> list[dict]:
         ("ours padding efficiency", report["padding_efficiency"]["ours"], 0.95),
     ]
     rows = [{"target": name, "value": value, "goal": f">= {goal:g}", "met": value >= goal} for name, value, goal in checks]
+    first = report["first_batch_s"]["ours"]
+    rows.append({"target": "ours: seconds to the first model call", "value": first, "goal": "<= 6", "met": first <= 6})
     rows.append({
         "target": f"peak PSS, corpus x{report['settings']['memory_scale']} / x1",
         "value": report["peak_pss_ratio_10x"], "goal": "<= 1.25", "met": report["peak_pss_ratio_10x"] <= 1.25,
@@ -240,15 +249,16 @@ def format_table(report: dict) -> str:
         return _format_whisper(report)
     scale = report["settings"]["memory_scale"]
     lines = [
-        "| system | RTFx | x ours | padding eff. | peak RSS MiB | peak PSS MiB | wall s | start-up s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | RTFx | x ours | padding eff. | peak RSS MiB | peak PSS MiB | wall s | start-up s | first batch s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, figures in report["systems"].items():
         label = _LABELS[name].format(scale=scale)
+        first = report["first_batch_s"].get(name)
         lines.append(
             f"| {label} | {figures['rtfx']:.2f} | {report['ratio_to_ours'][name]:.2f} | "
             f"{figures['padding_efficiency']:.3f} | {figures['peak_rss_mb']:.0f} | {figures['peak_pss_mb']:.0f} | "
-            f"{figures['wall_s']:.1f} | {figures['startup_s']:.1f} |"
+            f"{figures['wall_s']:.1f} | {figures['startup_s']:.1f} | {'' if first is None else f'{first:.1f}'} |"
         )
     lines += ["", "| target | value | goal | met |", "|---|---:|---:|---|"]
     lines += [f"| {t['target']} | {t['value']:.3f} | {t['goal']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]]
@@ -259,8 +269,9 @@ def format_table(report: dict) -> str:
                       f"{o['int8_vs_ceiling']:.3f}; vs our PyTorch job {o['float32_vs_ours']:.3f} / {o['int8_vs_ours']:.3f}. "
                       f"Mean CER: float32 vs PyTorch {o['float32_cer_vs_pytorch']:.4f}, int8 vs float32 "
                       f"{o['int8_cer_vs_float32']:.4f}, int8 vs PyTorch {o['int8_cer_vs_pytorch']:.4f}."]
+    lines += ["", *_format_processes(report), ""]
     profile = report["profile"]
-    lines += ["", f"Profile (our stages run serially in one process, {profile['serial_s']:.1f} s; "
+    lines += [f"Profile (our stages run serially in one process, {profile['serial_s']:.1f} s; "
                   f"the Ray job took {profile['ours_wall_s']:.1f} s):", "", "| stage | seconds | share |", "|---|---:|---:|"]
     lines += [f"| {stage} | {s:.2f} | {profile['share'][stage]:.1%} |" for stage, s in profile["stages_s"].items()]
     lines.append(f"| Ray job minus serial sum (orchestration net of overlap) | {profile['orchestration_s']:.2f} | |")
@@ -274,6 +285,22 @@ def format_table(report: dict) -> str:
         machine_line(m),
     ]
     return "\n".join(lines)
+
+
+def _format_processes(report: dict) -> list[str]:
+    """Our job's processes by role: each role's peak PSS and RSS (summed over its processes,
+    each at its own peak) in the x1 and the x10 run, largest x10 PSS first."""
+    scale = report["settings"]["memory_scale"]
+    one, many = report["memory_by_process"]["ours"], report["memory_by_process"]["ours_10x"]
+    empty = {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0}
+    lines = [f"Our job's processes, each at its own peak (MiB; x1 corpus / x{scale}):", "",
+             f"| process | count | peak PSS x1 | peak PSS x{scale} | growth | peak RSS x1 | peak RSS x{scale} |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in sorted({*one, *many}, key=lambda n: -many.get(n, empty)["peak_pss_mb"]):
+        a, b = one.get(name, empty), many.get(name, empty)
+        lines.append(f"| {name} | {a['processes']}/{b['processes']} | {a['peak_pss_mb']:.0f} | {b['peak_pss_mb']:.0f} | "
+                     f"{b['peak_pss_mb'] - a['peak_pss_mb']:+.0f} | {a['peak_rss_mb']:.0f} | {b['peak_rss_mb']:.0f} |")
+    return lines
 
 
 # ---------------------------------------------------------------- Whisper

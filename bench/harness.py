@@ -4,7 +4,7 @@
 systems of :mod:`bench.systems` and :mod:`bench.whisper`, the TTS ones of
 :mod:`bench.tts_systems`), samples the memory of its whole process tree meanwhile
 (:class:`~bench.memory.TreeMemory`) and returns the child's figures plus ``peak_rss_mb`` /
-``peak_pss_mb``. A fresh process per system keeps peak memory per system and stops one
+``peak_pss_mb`` (and per role of process, ``processes``). A fresh process per system keeps peak memory per system and stops one
 system's caches from warming another's. Also the corpus helpers the systems share.
 """
 
@@ -89,6 +89,7 @@ def run_system(job: Job, timeout_s: float = 7200, module: str = "bench.systems")
         peak_rss_mb=round(memory.peak_rss_mb, 1),
         peak_pss_mb=round(memory.peak_pss_mb, 1),
         peak_processes=memory.peak_processes,
+        processes=memory.by_role(),  # each role's processes and the sums of their own peaks
     )
     return figures
 

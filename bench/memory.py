@@ -16,15 +16,83 @@ RSS comes from ``/proc/<pid>/statm`` (cheap) every sample; PSS from ``/proc/<pid
 Ray job's tree, so it is read only every ``pss_every`` samples to keep the sampler from
 slowing the system it measures. Memory of a streaming job moves slowly; the PSS peak may
 still miss a spike shorter than ``pss_every * interval_s``.
+
+It also keeps each process's own peaks, labelled by role (:func:`role`: driver, raylet, GCS,
+model actor, prepare actor, Ray's agents, idle workers ...), so that growth of the tree can be
+attributed to a process (:meth:`TreeMemory.by_role`).
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from dataclasses import dataclass
 
 import psutil
 
 _KB = 1024
+
+#: Ray Data actor classes of this project's jobs -> the role shown in reports.
+_ACTOR_ROLES = {
+    "FusedUnits": "model actor (fused prepare)",
+    "RecognizeUnits": "model actor",
+    "EmbedUnits": "model actor",
+    "PrepareUnits": "prepare actor",
+}
+#: Ray's own processes: their executable, script or ``ray::`` title -> role.
+_RAY_ROLES = {
+    "raylet": "raylet",
+    "gcs_server": "GCS",
+    "log_monitor.py": "log monitor",
+    "monitor.py": "autoscaler monitor",
+    "dashboard.py": "dashboard head",
+    "default_worker.py": "worker (starting)",
+    "ray::DashboardAgent": "dashboard agent",
+    "agent.py": "dashboard agent",  # before it sets its title
+    "ray::RuntimeEnvAgent": "runtime env agent",
+    "main.py": "runtime env agent",  # ray/_private/runtime_env/agent/main.py, before its title
+    "ray::IDLE": "idle worker",
+}
+
+
+def role(command: list[str], is_root: bool = False) -> str:
+    """The role of a process from its command line (Ray workers set theirs to ``ray::TITLE``)."""
+    if is_root:
+        return "driver"
+    line = " ".join(command)
+    actor = re.search(r"MapWorker\(.*?(\w+)\)+", line)
+    if actor:
+        return _ACTOR_ROLES.get(actor.group(1), f"actor {actor.group(1)}")
+    # The title (a worker), the executable (raylet, GCS), else the script a Python runs.
+    names = [line.split(" ")[0]] + [part.rsplit("/", 1)[-1] for part in command[:3]]
+    for name in names:
+        if name in _RAY_ROLES:
+            return _RAY_ROLES[name]
+    if line.startswith("ray::"):  # an actor's title gains ".method" while a method runs
+        return f"ray worker {line.split()[0][5:].split('.')[0]}"
+    scripts = [part.rsplit("/", 1)[-1] for part in command if part.endswith(".py")]
+    return scripts[0] if scripts else " ".join(names[1:3]) or "other"  # e.g. "python -c" (a dashboard helper)
+
+
+#: Roles a process leaves: a worker is re-read until it becomes something (its first task or
+#: actor), then keeps that role when it idles again.
+_TRANSIENT = ("idle worker", "worker (starting)")
+
+
+def _final(name: str) -> bool:
+    """Whether a role is settled: not an idle or starting worker, and not a fallback (a process
+    seen between fork and exec still shows its parent's command line)."""
+    known = {*_RAY_ROLES.values(), *_ACTOR_ROLES.values(), "driver"}
+    return name not in _TRANSIENT and (name in known or name.startswith(("ray worker ", "actor ")))
+
+
+@dataclass
+class ProcessPeak:
+    """One process's peaks (MiB) and its role (the last one seen: a Ray worker starts idle)."""
+
+    role: str
+    peak_rss_mb: float = 0.0
+    peak_pss_mb: float = 0.0
 
 
 class TreeMemory:
@@ -42,6 +110,7 @@ class TreeMemory:
         self.peak_pss_mb = 0.0
         self.peak_processes = 0
         self.samples = 0
+        self.processes: dict[int, ProcessPeak] = {}  # pid -> its own peaks
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tree-memory", daemon=True)
 
@@ -68,16 +137,44 @@ class TreeMemory:
         rss = pss = 0
         for process in processes:
             try:
-                rss += process.memory_info().rss
-            except psutil.NoSuchProcess:
+                own_rss = process.memory_info().rss
+                peak = self._peak_of(process, refresh=with_pss)
+            except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue  # exited between listing and reading: its memory is gone
+            rss += own_rss
+            peak.peak_rss_mb = max(peak.peak_rss_mb, own_rss / 2**20)
             if with_pss:
-                pss += _pss(process.pid)
+                own_pss = _pss(process.pid)
+                pss += own_pss
+                peak.peak_pss_mb = max(peak.peak_pss_mb, own_pss / 2**20)
         self.samples += 1
         self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
         if with_pss:
             self.peak_pss_mb = max(self.peak_pss_mb, pss / 2**20)
         self.peak_processes = max(self.peak_processes, len(processes))
+
+    def _peak_of(self, process: psutil.Process, refresh: bool) -> ProcessPeak:
+        """The record of ``process``; its role is read when new, and again when ``refresh``
+        while it is transient (Ray retitles a worker after the task or actor it runs)."""
+        peak = self.processes.get(process.pid)
+        if peak is None or (refresh and not _final(peak.role)):
+            name = role(process.cmdline() or [process.name()], is_root=process.pid == self.root.pid)
+            if peak is None:
+                peak = self.processes[process.pid] = ProcessPeak(name)
+            peak.role = name
+        return peak
+
+    def by_role(self) -> dict[str, dict]:
+        """Per role, largest first by PSS: ``processes`` (how many had it) and the sums of their
+        own peaks, ``peak_rss_mb`` and ``peak_pss_mb`` (each process's peak, whenever it was)."""
+        roles: dict[str, dict] = {}
+        for peak in self.processes.values():
+            entry = roles.setdefault(peak.role, {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0})
+            entry["processes"] += 1
+            entry["peak_rss_mb"] += peak.peak_rss_mb
+            entry["peak_pss_mb"] += peak.peak_pss_mb
+        ordered = sorted(roles.items(), key=lambda kv: -kv[1]["peak_pss_mb"])
+        return {name: {k: round(v, 1) for k, v in entry.items()} for name, entry in ordered}
 
 
 def _pss(pid: int) -> int:

@@ -26,16 +26,22 @@ def ours(job: Job) -> dict:
     """System 1: this project's ``speech transcribe`` job (``jobs.transcribe``) on a local Ray.
 
     One model actor with ``torch_threads = threads``; Ray is started here, on all the
-    machine's CPUs, and its start counts in ``wall_s``.
+    machine's CPUs, as ``speech transcribe`` starts it, and its start counts in ``wall_s``.
+    ``first_batch_s``: from the start to the job's first model call (the actors record it, see
+    jobs.runtime.record_first_call).
     """
-    import logging
+    import os
 
     import ray
 
     from jobs import transcribe
+    from jobs.runtime import FIRST_CALL_FILE_ENV, start_local_ray
     from speech.options import TranscribeOptions
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
+    first_calls = Path(job.work_dir) / "first-model-calls.txt"
+    first_calls.unlink(missing_ok=True)
+    os.environ[FIRST_CALL_FILE_ENV] = str(first_calls)  # before Ray starts: its workers inherit it
     options = TranscribeOptions(
         inputs=[job.manifest],
         output=str(Path(job.work_dir) / "output"),
@@ -46,8 +52,7 @@ def ours(job: Job) -> dict:
         **job.transcribe_options,
     )
     plan = transcribe.check(options)
-    # "local": a Ray of our own even when `ray start` left a cluster on this machine.
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
+    start_local_ray()
     try:
         ray_started = time.perf_counter()
         summary = transcribe.run(options, plan)
@@ -56,11 +61,14 @@ def ours(job: Job) -> dict:
     wall = time.perf_counter() - started
     if summary.errors or summary.rows != plan.inputs.num_rows:
         raise BenchError(f"ours: {summary.rows} rows for {plan.inputs.num_rows} inputs, {summary.errors} errors")
+    if not first_calls.exists():
+        raise BenchError(f"ours: no model actor recorded its first model call in {first_calls}")
     return {
         "files": summary.rows,
         "audio_s": summary.audio_seconds,
         "wall_s": wall,
         "startup_s": ray_started - started,
+        "first_batch_s": min(float(t) for t in first_calls.read_text().split()) - started_at,
         "pipeline_s": summary.wall_seconds,
         "padding_efficiency": summary.padding_efficiency,
         "batch_seconds": options.budget_s(plan.kind.backend),

@@ -65,6 +65,10 @@ def _add_bench_asr(kinds) -> None:
     p.add_argument("--threads", type=values.positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=values.positive, default=10, help="the memory run's corpus multiple (default 10)")
     p.add_argument(
+        "--prepare", choices=("auto", "separate", "fused"), default="auto",
+        help="ctc: our job's prepare option, where it decodes files (default auto; see speech transcribe --prepare)",
+    )
+    p.add_argument(
         "--engine", choices=("torch", "onnx"), default="torch",
         help="onnx: also our job on the model's float32 and int8 ONNX exports (speech convert onnx), CTC only",
     )
@@ -168,7 +172,7 @@ def _bench_asr(args: argparse.Namespace) -> int:
     bench = asr.AsrBench(
         cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
         memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args), backend=args.backend,
-        max_new_tokens=args.max_new_tokens, engine=args.engine, real=args.real,
+        max_new_tokens=args.max_new_tokens, engine=args.engine, real=args.real, prepare=args.prepare,
     )
     if args.real and args.backend != "whisper":
         raise CliError("--real: real weights exist for --backend whisper only")

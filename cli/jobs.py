@@ -90,6 +90,9 @@ def _audio_job_flags(p: argparse.ArgumentParser, command: str, *, batch_seconds:
     p.add_argument("--chunk-length-s", type=float, help="files longer than this are chunked (default 30)")
     p.add_argument("--stride-length-s", type=float, help="overlap on each side of a chunk (default chunk/6)")
     p.add_argument("--prepare-actors", type=int, help="CPU actors that decode and extract features")
+    p.add_argument("--prepare", choices=("auto", "separate", "fused"),
+                   help="decode and extract features in separate CPU actors or fused into the model actors "
+                        "(default auto: fused without GPUs and with under 4 cluster CPUs per model actor)")
     p.add_argument(
         "--overwrite", action="store_true", default=None,
         help="start fresh; by default a rerun into OUTPUT resumes, skipping ids already written",
@@ -248,7 +251,7 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     fields = (
         "inputs", "output", "model", "address", "batch_seconds", "actors", "cpus_per_actor",
-        "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare_actors", "overwrite",
+        "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare", "prepare_actors", "overwrite",
         "task", "timestamps", "vad", "max_new_tokens", "compute_type", "beam_size", "best_of", "temperature",
         "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "initial_prompt", "hotwords",
         "condition_on_previous_text",
@@ -263,7 +266,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     fields = (
         "inputs", "output", "model", "layer", "pooling", "address", "batch_seconds", "actors", "cpus_per_actor",
-        "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "prepare_actors", "overwrite",
+        "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "prepare", "prepare_actors", "overwrite",
     )
     return _run_job(args, EmbedOptions, fields, embed.run, check=embed.check, errors=(ModelError,))
 

@@ -6,10 +6,11 @@ sorted in the driver):
 1. **probe** (driver threads up to ``_DRIVER_PROBE_ROWS`` inputs, else CPU tasks): read
    each file's header for its duration; unreadable files get an ``error`` here and flow on.
 2. **sort** by duration, globally, so that neighbours have similar lengths.
-3. **prepare** (CPU actors holding the front end): decode, resample, extract
+3. **prepare** (CPU actors holding the front end, jobs/prepare.py): decode, resample, extract
    features, chunk long files, and pack the window's utterances into *units* (jobs/units.py,
    Arrow columns) with their model batches planned (padded audio within the batch budget).
-   Padding itself happens only in the model actor.
+   Padding itself happens only in the model actor. On small clusters this stage runs in a
+   thread of the model actors instead (jobs/fused.py), and stages 3 and 4 are one.
 4. **recognize** (model actors, one model replica each, GPU when configured): run
    the network on one unit per call, batch by batch as planned, and emit one row per input.
 5. **write** Parquet under OUTPUT, then summarize it into ``_summary.json``.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -32,13 +33,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
+from jobs import fused
 from jobs import output as output_files
 from jobs.output import Output, count_rows, open_output, write_summary
+from jobs.prepare import PrepareUnits, describe, transcribe_front_end
+from jobs.runtime import record_first_call
 from jobs.task import Task
-from jobs.units import Item, Unit, read_units, units_table
-from speech.asr import FrontEnd, ModelKind, detect_model, load_front_end, load_recognizer
+from jobs.units import Item, Unit, read_units
+from speech.asr import ModelKind, detect_model, load_recognizer
 from speech.asr.base import Batches
-from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
+from speech.audio import AudioDecodeError, AudioTooLong, probe
 from speech.inputs import resolve_inputs
 from speech.options import AudioJobOptions, TranscribeOptions
 from speech.schema import TRANSCRIPT_SCHEMA, TranscriptRow, transcripts_table
@@ -62,7 +66,7 @@ def probe_batch(batch: pa.Table, max_duration_s: float | None = None, timeout_s:
             duration = probe(path, timeout_s).duration_s
         except (AudioDecodeError, OSError) as err:
             durations.append(0.0)
-            errors.append(_describe(err))
+            errors.append(describe(err))
             continue
         # A header without a length (a FLAC stream) sorts first; decoding bounds it.
         durations.append(duration or 0.0)
@@ -71,58 +75,6 @@ def probe_batch(batch: pa.Table, max_duration_s: float | None = None, timeout_s:
     return batch.append_column("duration_s", pa.array(durations, pa.float64())).append_column(
         "error", pa.array(errors, pa.string())
     )
-
-
-class PrepareUnits:
-    """Ray Data callable: a window of sorted input rows -> packed units (rows of
-    :data:`jobs.units.UNIT_SCHEMA`, one per unit).
-
-    ``kind``: the model's, as the driver detected it; ``front_end``: the task's
-    ``(options, kind) -> FrontEnd`` (see :class:`jobs.task.Task`).
-    """
-
-    def __init__(self, options: AudioJobOptions, kind: ModelKind, front_end=None):
-        self.front_end: FrontEnd = (front_end or _front_end)(options, kind)
-        self.budget = int(options.budget_s(kind.backend) * self.front_end.sample_rate)
-        self.max_seconds = options.max_duration_s
-        self.timeout_s = options.read_timeout_s
-
-    def __call__(self, batch: pa.Table) -> Iterator[pa.Table]:
-        items = [self._prepare(row) for row in batch.to_pylist()]
-        for unit in self._pack(items):
-            yield units_table([unit])
-
-    def _prepare(self, row: dict) -> Item:
-        item = Item(**{name: row[name] for name in ("id", "path", "reference", "language", "input_size", "input_mtime",
-                                                     "error")})
-        if item.error is None:
-            try:
-                audio = decode(item.path, self.front_end.sample_rate, max_seconds=self.max_seconds,
-                               timeout_s=self.timeout_s)
-                item.duration_s = len(audio) / self.front_end.sample_rate
-                item.windows = self.front_end.windows(audio)
-            except Exception as err:  # noqa: BLE001 - one bad file must not fail its window
-                item.error = _describe(err)
-        return item
-
-    def _pack(self, items: list[Item]) -> list[Unit]:
-        failed = [i for i in items if i.error is not None]
-        speechless = [i for i in items if i.error is None and not i.windows]  # VAD found no speech
-        chunked = [i for i in items if len(i.windows) > 1]
-        single = [i for i in items if len(i.windows) == 1]
-        # Files of one window: a unit per model batch.
-        units = [
-            Unit([single[u] for u, _ in batch], [[(j, 0) for j in range(len(batch))]])
-            for batch in self.front_end.plan([i.windows for i in single], self.budget)
-        ]
-        # A chunked file is one unit holding its chunks' batches, so its chunks are stitched
-        # where they are computed, with no shuffle.
-        units += [Unit([item], self.front_end.plan([item.windows], self.budget)) for item in chunked]
-        if failed or speechless:
-            # Error rows and speechless files cost nothing to carry; they ride along to the
-            # writer (the recognizer gives a file without windows an empty transcript).
-            units.append(Unit(failed + speechless))
-        return units
 
 
 class RecognizeUnits:
@@ -139,12 +91,15 @@ class RecognizeUnits:
         self.options = options
         self.recognizer = self._load(options, kind, device)
         self.sample_rate = self.recognizer.sample_rate
+        self._called = False
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows: list[TranscriptRow] = []
-        for unit in read_units(batch):
-            rows.extend(self._recognize(unit))
-        return self._table(rows)
+        return self.table(read_units(batch))
+
+    def table(self, units: Iterable[Unit]) -> pa.Table:
+        """One output row per item of ``units``, in order; a failed model call gives error rows.
+        ``units`` may be a lazy iterator (the fused stage, jobs/fused.py, prepares them meanwhile)."""
+        return self._table([row for unit in units for row in self._recognize(unit)])
 
     # What a subclass (another task on this spine) replaces: the model, its call, the rows.
 
@@ -158,15 +113,18 @@ class RecognizeUnits:
         items = unit.items
         todo = [item for item in items if item.error is None]
         results: dict[str, object] = {}
+        if todo and not self._called:
+            self._called = True
+            record_first_call()
         try:
             results.update(zip((i.id for i in todo), self._infer(todo, unit.batches_of(todo))))
         except Exception as err:  # noqa: BLE001 - a poison item must not fail its batch-mates
-            log.warning("batch of %d failed (%s); retrying item by item", len(todo), _describe(err))
+            log.warning("batch of %d failed (%s); retrying item by item", len(todo), describe(err))
             for item in todo:
                 try:
                     results[item.id] = self._infer([item], unit.batches_of([item]))[0]
                 except Exception as item_err:  # noqa: BLE001 - recorded in the row's error
-                    results[item.id] = f"model failed: {_describe(item_err)}"
+                    results[item.id] = f"model failed: {describe(item_err)}"
         return [self._row(item, results.get(item.id)) for item in items]
 
     def _infer(self, items: list[Item], batches: Batches) -> list:
@@ -292,17 +250,17 @@ def run(options: AudioJobOptions, plan: Plan | None = None, task: Task | None = 
                               changed=len(plan.changed), removed=len(plan.removed))
 
 
-def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset:
-    """The inputs with ``duration_s`` and header ``error`` added, sorted by duration."""
+def _sorted_inputs(options: AudioJobOptions, todo: pa.Table, block_rows: int) -> ray.data.Dataset:
+    """The inputs with ``duration_s`` and header ``error`` added, sorted by duration; probed in
+    the driver, blocks of ``block_rows`` (a multiple of ``prepare_window``) rows."""
     if todo.num_rows <= _DRIVER_PROBE_ROWS:
         probe_rows = functools.partial(probe_batch, max_duration_s=options.max_duration_s,
                                        timeout_s=options.read_timeout_s)
         pieces = [todo.slice(i, 16) for i in range(0, todo.num_rows, 16)]
         with ThreadPoolExecutor(_DRIVER_PROBE_THREADS) as threads:
             ordered = pa.concat_tables(threads.map(probe_rows, pieces)).sort_by("duration_s")
-        # Blocks of one prepare window, so every prepare actor of the pool gets work.
-        window = options.prepare_window
-        return ray.data.from_arrow([ordered.slice(i, window) for i in range(0, ordered.num_rows, window)])
+        # A block per call of the first actor stage, so every actor of its pool gets work.
+        return ray.data.from_arrow([ordered.slice(i, block_rows) for i in range(0, ordered.num_rows, block_rows)])
     # Sorting is a barrier anyway; materializing its small output (paths and durations,
     # in the object store) before the actor stages start keeps their reserved CPUs from
     # starving the sort's tasks on small machines.
@@ -321,23 +279,28 @@ def _sorted_inputs(options: AudioJobOptions, todo: pa.Table) -> ray.data.Dataset
 def _pipeline(options: AudioJobOptions, kind: ModelKind, todo: pa.Table, task: Task | None = None) -> ray.data.Dataset:
     task = task or TRANSCRIBE
     pool = options.pool
-    dataset = _sorted_inputs(options, todo).map_batches(
-        PrepareUnits,
-        fn_constructor_args=(options, kind, task.front_end),
-        batch_size=options.prepare_window,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
-        num_cpus=options.cpus_per_prepare,
-    ).map_batches(
-        task.model_stage,
-        fn_constructor_args=(options, kind),
-        batch_size=1,
+    model_actors = dict(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(min_size=pool.min, max_size=pool.max),
         num_cpus=options.cpus_per_actor,
         num_gpus=options.gpus_per_actor,
         resources=options.resources_per_actor or None,
     )
+    if fused.choose(options, ray.cluster_resources().get("CPU", 0.0)):
+        rows = fused.rows_per_call(options, todo.num_rows)
+        dataset = _sorted_inputs(options, todo, rows).map_batches(
+            fused.FusedUnits, fn_constructor_args=(options, kind, task.front_end, task.model_stage),
+            batch_size=rows, **model_actors,
+        )
+    else:
+        dataset = _sorted_inputs(options, todo, options.prepare_window).map_batches(
+            PrepareUnits,
+            fn_constructor_args=(options, kind, task.front_end),
+            batch_size=options.prepare_window,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=options.prepare_actors),
+            num_cpus=options.cpus_per_prepare,
+        ).map_batches(task.model_stage, fn_constructor_args=(options, kind), batch_size=1, **model_actors)
     # Ray Data's default budget is a share of the whole object store (GiBs), so a CPU model
     # would let preparation decode the entire corpus ahead of it: memory would grow with the
     # corpus. A budget sized in batches backpressures preparation and keeps memory flat.
@@ -372,16 +335,12 @@ def _detect(options: TranscribeOptions) -> ModelKind:
     return detect_model(options.model, options)
 
 
-def _front_end(options: TranscribeOptions, kind: ModelKind) -> FrontEnd:
-    return load_front_end(options.model, options, kind)
-
-
 def _schema(options: TranscribeOptions) -> pa.Schema:
     return TRANSCRIPT_SCHEMA
 
 
 TRANSCRIBE = Task(
-    "transcribe", detect=_detect, front_end=_front_end, model_stage=RecognizeUnits, schema=_schema,
+    "transcribe", detect=_detect, front_end=transcribe_front_end, model_stage=RecognizeUnits, schema=_schema,
     summarize=summarize,
 )
 
@@ -390,10 +349,3 @@ def read_output(output: str, columns: list[str] | None = None) -> pa.Table:
     """A transcription output directory (every run into it) as one table."""
     return output_files.read_output(output, TRANSCRIPT_SCHEMA, columns)
 
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, AudioDecodeError):
-        return str(err)
-    if isinstance(err, FileNotFoundError):
-        return f"file not found: {err.filename or err}"
-    return f"{type(err).__name__}: {err}"

@@ -123,7 +123,7 @@ class DecodingOptions(_Options):
 #: Fields of the corpus-job options that affect where and how fast a job runs, not its rows.
 _RUNTIME_ONLY = {
     "inputs", "output", "address", "overwrite", "batch_seconds", "actors", "cpus_per_actor",
-    "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare_actors", "cpus_per_prepare",
+    "gpus_per_actor", "resources_per_actor", "torch_threads", "prepare", "prepare_actors", "cpus_per_prepare",
     "prepare_window", "object_store_mb", "read_timeout_s",
 }
 
@@ -155,6 +155,13 @@ class AudioJobOptions(_Options):
     torch_threads: int | None = Field(None, ge=1)  # None: cpus_per_actor rounded up (also CTranslate2's threads)
 
     # CPU preparation stage (read, decode, resample, features).
+    prepare: Literal["auto", "separate", "fused"] = Field(
+        "auto",
+        description="Where files are decoded and featurized: 'separate' CPU actors (prepare_actors x "
+        "cpus_per_prepare), or 'fused' into the model actors' processes (a thread beside the model); "
+        "'auto' fuses when the model actors use no GPU and the cluster has fewer than 4 CPUs per model "
+        "replica (jobs/fused.py).",
+    )
     prepare_actors: int = Field(1, ge=1)
     cpus_per_prepare: float = Field(0.5, gt=0)
     prepare_window: int = Field(64, ge=1)  # files decoded together and bucketed per window

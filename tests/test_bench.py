@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES_DIR, run_bench
 
 from bench.corpus import CorpusSpec, build_corpus, durations, repeat_manifest
-from bench.memory import TreeMemory
+from bench.memory import TreeMemory, role
 from cli import main
 
 SYSTEMS = ("ours", "naive", "unsorted", "ceiling", "ours_10x", "ours_onnx", "ours_onnx_int8")
@@ -103,6 +103,41 @@ def test_onnx_systems_are_reported_against_pytorch(quick_report):
     assert 0 <= onnx["int8_cer_vs_float32"] < 1
     assert report["settings"]["onnx_models"]["ours_onnx"].endswith("ctc-xlsr-onnx")
     assert "ours on ONNX float32 / PyTorch ceiling RTFx" in {t["target"] for t in report["targets"]}
+
+
+def test_first_batch_and_each_process_are_reported(quick_report):
+    """Our job's seconds to its first model call, and its processes' own peaks by role."""
+    report, table = quick_report
+    for name in ("ours", "ours_10x"):
+        first, system = report["first_batch_s"][name], report["systems"][name]
+        assert system["startup_s"] < first < system["wall_s"], name  # after Ray's start, before the end
+    assert "first batch s" in table and "ceiling" not in report["first_batch_s"]
+    # The quick run is fused on this 2-CPU machine (prepare auto): one model actor, no prepare actor.
+    roles = report["memory_by_process"]["ours_10x"]
+    assert {"driver", "raylet", "GCS", "model actor (fused prepare)"} <= set(roles)
+    assert "prepare actor" not in roles and roles["model actor (fused prepare)"]["processes"] == 1
+    assert all(r["peak_pss_mb"] > 0 and r["peak_rss_mb"] >= r["peak_pss_mb"] for r in roles.values())
+    # Each role's sum of its processes' own peaks is at least the whole tree's peak at one time.
+    assert sum(r["peak_pss_mb"] for r in roles.values()) >= report["peak_pss_mb"]["ours_10x"] - 1
+    assert "| model actor (fused prepare) | 1/1 |" in table
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["ray::MapWorker(MapBatches(PrepareUnits))"], "prepare actor"),
+        (["ray::MapWorker(MapBatches(FaultyRecognizeUnits))"], "actor FaultyRecognizeUnits"),
+        (["/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet", "--raylet_socket_name=/x/raylet"], "raylet"),
+        (["/venv/bin/python", "-u", "/venv/lib/ray/_private/log_monitor.py", "--session-dir=/x"], "log monitor"),
+        (["/venv/bin/python", "/venv/lib/ray/_private/workers/default_worker.py", "--raylet-name=/x/raylet"],
+         "worker (starting)"),
+        (["ray::IDLE"], "idle worker"),
+        (["ray::Write"], "ray worker Write"),
+        (["ray::_StatsActor.get_dataset_metadata"], "ray worker _StatsActor"),
+    ],
+)
+def test_process_roles(command, expected):
+    assert role(command) == expected
 
 
 def test_unsorted_padding_efficiency_is_the_corpus_order_figure(quick_report):

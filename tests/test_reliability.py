@@ -214,10 +214,12 @@ def test_dropping_rows_is_crash_safe(tmp_path):
     assert pq.read_table(out / "part-0.parquet")["id"].to_pylist() == ["a", "c"]
 
 
-def test_actor_crash_mid_job_loses_nothing(ray_local, checkpoints, corpus_200, tmp_path):
+# Both places preparation can run (jobs/fused.py): the faults hit the model stage either way.
+@pytest.mark.parametrize("prepare", ["separate", "fused"])
+def test_actor_crash_mid_job_loses_nothing(ray_local, checkpoints, corpus_200, tmp_path, prepare):
     marker = tmp_path / "crashed"
     files = sorted(corpus_200.iterdir())[:30]
-    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=2)
+    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=2, prepare=prepare)
     task = faulty_task(transcribe.TRANSCRIBE, crash_on_id="utt010.wav", crash_marker=str(marker))
     summary = transcribe.run(options, task=task)
     assert marker.exists()  # the actor really died once
@@ -226,9 +228,10 @@ def test_actor_crash_mid_job_loses_nothing(ray_local, checkpoints, corpus_200, t
     assert rows["error"].isna().all() and summary.ok == 30
 
 
-def test_poison_item_fails_alone(ray_local, checkpoints, corpus_200, tmp_path):
+@pytest.mark.parametrize("prepare", ["separate", "fused"])
+def test_poison_item_fails_alone(ray_local, checkpoints, corpus_200, tmp_path, prepare):
     files = sorted(corpus_200.iterdir())[:10]  # < 15 s in all: one unit, one model call
-    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=60)
+    options = _options(files, tmp_path / "out", checkpoints["ctc-xlsr"], batch_seconds=60, prepare=prepare)
     transcribe.run(options, task=faulty_task(transcribe.TRANSCRIBE, poison_ids=["utt003.wav"]))
     rows = _rows(tmp_path / "out").set_index("id")
     assert len(rows) == 10
