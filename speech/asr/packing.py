@@ -27,6 +27,11 @@ import numpy as np
 #: utterances (and not one sentence running on), and that no STFT frame sees two files.
 GAP_S = 1.0
 
+#: Frames after a file's last sample whose STFT window (25 ms, centered) still reaches into its
+#: audio: they are the file's own frames too (its window has silence after the audio, as the
+#: packed window has).
+_TAIL_FRAMES = 2
+
 #: Whisper's log-mel clamp, in normalized units: the log10 floor (maximum - 8) divided by
 #: the extractor's scale of 4 (``(log_spec + 4) / 4``).
 _FLOOR_BELOW_MAX = 2.0
@@ -104,8 +109,8 @@ def pack_features(features: Sequence[np.ndarray], placements: Sequence[Placement
 
     Returns:
         float32 ``[n_mels, frames]``: each file's frames at its offset, silence (the clamp
-        floor: window maximum - 2) in the gaps, and after the last file whatever padding
-        followed that file in its own window (the front end's padding, audio or log-mel).
+        floor: window maximum - 2) in the gaps, and after the last file the padding that
+        followed it in its own window (the front end's: silence, or zero log-mel frames).
     """
     if len(features) != len(placements) or not placements:
         raise ValueError(f"{len(features)} feature arrays for {len(placements)} placements")
@@ -115,20 +120,25 @@ def pack_features(features: Sequence[np.ndarray], placements: Sequence[Placement
     packed = np.empty((n_mels, frames), np.float32)
     spans = []
     for array, placement in zip(features, placements):
-        start, count = placement.offset // hop, -(-placement.length // hop)
-        if start + count > frames:
-            raise ValueError(f"file {placement.item} ends at frame {start + count}, after the window's {frames}")
+        start = placement.offset // hop
+        if placement.end > frames * hop:
+            raise ValueError(f"file {placement.item} ends at sample {placement.end}, after the window's {frames * hop}")
+        count = min(-(-placement.length // hop) + _TAIL_FRAMES, frames - start)
         packed[:, start : start + count] = array[:, :count]
         spans.append((start, start + count))
     audio_end = spans[-1][1]
-    # After the last file: its own padding, as the front end made it.
-    packed[:, audio_end:] = features[-1][:, spans[-1][1] - spans[-1][0] : frames - spans[-1][0]]
-    floor = max(float(array[:, :end - start].max()) for array, (start, end) in zip(features, spans)) - _FLOOR_BELOW_MAX
+    floor = max(float(array[:, : end - start].max()) for array, (start, end) in zip(features, spans)) - _FLOOR_BELOW_MAX
     gaps = np.ones(audio_end, bool)
     for start, end in spans:
         gaps[start:end] = False
     packed[:, :audio_end][:, gaps] = floor
     np.maximum(packed[:, :audio_end], floor, out=packed[:, :audio_end])
+    # After the last file: its own padding, as the front end made it: the log-mel of silence
+    # (its own floor, which becomes the window's) or zero frames (log-mel padding).
+    last, (start, end) = features[-1], spans[-1]
+    tail = last[:, end - start : frames - start]
+    own_floor = float(last[:, : end - start].max()) - _FLOOR_BELOW_MAX
+    packed[:, audio_end:] = np.where(np.isclose(tail, own_floor, atol=1e-5), floor, tail)
     return packed
 
 
