@@ -80,6 +80,7 @@ class AsrBench:
     max_new_tokens: int = 48  # whisper: tokens every system generates per 30 s window (greedy)
     engine: str = "torch"  # "onnx": also our job on the model's float32 and int8 ONNX exports (CTC)
     real: bool = False  # whisper: real weights and English speech, both engines, WER (bench.whisper_real)
+    pack: bool = False  # with real: our job without and with --pack, on 2-8 s files
 
 
 def run(bench: AsrBench, progress=print) -> dict:
