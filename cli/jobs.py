@@ -52,6 +52,10 @@ def add_transcribe(commands) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, help="Whisper: bound on tokens per 30 s window")
     p.add_argument(
+        "--pack", action="store_true", default=None,
+        help="Whisper: pack short files into shared 30 s windows (1 s apart) and split the text back by timestamps",
+    )
+    p.add_argument(
         "--compute-type", choices=("float32", "float16", "int8", "int8_float32"),
         help="CTranslate2 models (a directory with a model.bin): precision the weights run at "
              "(default: as stored, float32 on a CPU for float16 weights); transformers models take --dtype",
@@ -254,7 +258,7 @@ def _transcribe(args: argparse.Namespace) -> int:
         "gpus_per_actor", "dtype", "chunk_length_s", "stride_length_s", "language", "prepare", "prepare_actors", "overwrite",
         "task", "timestamps", "vad", "max_new_tokens", "compute_type", "beam_size", "best_of", "temperature",
         "compression_ratio_threshold", "logprob_threshold", "no_speech_threshold", "initial_prompt", "hotwords",
-        "condition_on_previous_text",
+        "condition_on_previous_text", "pack",
     )
     return _run_job(args, TranscribeOptions, fields, transcribe.run, check=transcribe.check, errors=(ModelError,))
 

@@ -258,6 +258,10 @@ class TranscribeOptions(AudioJobOptions, DecodingOptions):
     # long speech at pauses instead of fixed overlapping chunks.
     vad: bool = False
     max_new_tokens: int | None = Field(None, ge=1)  # per 30 s window; None: the model's half context
+    pack: bool = Field(False, description=(
+        "Whisper: pack short files (one window each, in duration order) into shared 30 s windows, 1 s of "
+        "silence apart, decode with timestamps and split the text back to each file by time; languages are "
+        "known or detected per file first. Off by default: see docs/benchmarks.md for its speed and WER."))
 
     @field_validator("language")
     @classmethod

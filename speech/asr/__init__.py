@@ -84,6 +84,8 @@ def _ctc_recognizer(engine: str) -> Callable[[str, TranscribeOptions, str], Reco
 def _check_ctc(model: str, options: TranscribeOptions) -> None:
     if options.task != "transcribe":
         raise ValueError(f"task {options.task!r}: model {model!r} is a CTC model, which can only transcribe")
+    if options.pack:
+        raise ValueError(f"pack: model {model!r} is a CTC model, whose cost follows the audio; packing is for Whisper")
     _no_compute_type(model, options)
 
 
@@ -112,7 +114,7 @@ def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
 
     # Audio padding as transformers' pipeline.
     return WhisperFrontEnd(model, vad=options.vad, padding="audio",
-                           condition_on_previous_text=options.condition_on_previous_text)
+                           condition_on_previous_text=options.condition_on_previous_text, pack=options.pack)
 
 
 def _whisper_ct2_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
@@ -120,7 +122,7 @@ def _whisper_ct2_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
 
     # Log-mel padding as openai-whisper and faster-whisper.
     return WhisperFrontEnd(model, vad=options.vad, padding="log_mel",
-                           condition_on_previous_text=options.condition_on_previous_text)
+                           condition_on_previous_text=options.condition_on_previous_text, pack=options.pack)
 
 
 def _whisper_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
@@ -138,6 +140,7 @@ def _whisper_options(options: TranscribeOptions) -> dict:
         timestamps=options.timestamps,
         max_new_tokens=options.max_new_tokens,
         decoding=options.decoding(),
+        pack=options.pack,
     )
 
 

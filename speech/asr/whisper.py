@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForSpeechSeq2Seq, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
+from speech.asr import packing
 from speech.asr.alignment import CrossAttention, token_bounds
 from speech.asr.base import Batches, Window
 from speech.asr.decoding import Attempt, Request
@@ -58,12 +59,16 @@ class WhisperFrontEnd:
             CTranslate2: log_mel).
         condition_on_previous_text: the recognizer prompts each window with the text before it,
             so :meth:`plan` keeps window k + 1 of a file out of window k's batch.
+        pack: the recognizer packs short files into shared windows, so a short window costs
+            its audio and a gap (:meth:`batch_cost`) and a planned batch holds enough files
+            to fill its windows.
     """
 
     def __init__(self, model: str, *, vad: bool = False, padding: MelPadding = "audio",
-                 condition_on_previous_text: bool = False):
+                 condition_on_previous_text: bool = False, pack: bool = False):
         self.padding = padding
         self.condition_on_previous_text = condition_on_previous_text
+        self.pack = pack
         self.feature_extractor = load_feature_extractor(model)
         self.sample_rate = int(self.feature_extractor.sampling_rate)
         self.window_samples = int(self.feature_extractor.n_samples)  # 30 s: what the encoder sees
@@ -74,7 +79,11 @@ class WhisperFrontEnd:
             self.vad = SileroVad()
 
     def batch_cost(self, window: Window) -> int:
-        """30 s whatever the window holds: the encoder always runs on features padded to 30 s."""
+        """30 s whatever the window holds (the encoder always runs on features padded to 30 s),
+        unless packing: then a window that can share costs its audio and the gap before the next."""
+        gap = packing.gap_samples(self.sample_rate)
+        if self.pack and packing.can_share(window.num_samples, self.window_samples, gap):
+            return window.num_samples + gap
         return self.window_samples
 
     def plan(self, utterances: Sequence[list[Window]], max_padded: int) -> Batches:
@@ -170,6 +179,7 @@ class WhisperRecognizer(WhisperBase):
             context (224 for every released Whisper), as openai-whisper.
         decoding: beam size, temperature fallback, thresholds and prompts (see
             :class:`~speech.options.DecodingOptions`); None: the defaults (greedy, fallback on).
+        pack: short files share 30 s windows, split back by timestamps (:mod:`speech.asr.whisper_packed`).
 
     With beam search, the chosen tokens' log-probabilities (and word timings) come from one
     more, teacher-forced decoder pass, since beams reorder as they go.
@@ -189,6 +199,7 @@ class WhisperRecognizer(WhisperBase):
         timestamps: Timestamps = "segment",
         max_new_tokens: int | None = None,
         decoding: DecodingOptions | None = None,
+        pack: bool = False,
     ):
         if language is not None and language.strip().lower() == "auto":
             language = None
@@ -217,7 +228,7 @@ class WhisperRecognizer(WhisperBase):
             model=model, tokenizer=AutoTokenizer.from_pretrained(model), tokens=tokens,
             feature_extractor=load_feature_extractor(model), batch_seconds=batch_seconds, language=language, task=task,
             timestamps=timestamps, max_new_tokens=max_new_tokens, context_tokens=self.model.config.max_target_positions,
-            decoding_options=decoding,
+            decoding_options=decoding, pack=pack,
         )
         self.alignment_heads = [tuple(h) for h in generation.alignment_heads] if timestamps == "word" else []
         self.suppressed = list(generation.suppress_tokens or [])
@@ -258,7 +269,7 @@ class WhisperRecognizer(WhisperBase):
         with CrossAttention(self.model, [] if beam else self.alignment_heads) as attention:
             sequences = self.model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoded.hidden[rows]),
-                return_timestamps=self.timestamps != "none",
+                return_timestamps=self.timed,
                 max_new_tokens=max(1, min(self.max_new_tokens, self.context_tokens - prompt)),
                 logits_processor=LogitsProcessorList([recorder] if recorder else []),
                 # Short-form: one generate call per window, never a seek to its last timestamp.

@@ -17,9 +17,10 @@ a window edge (without VAD) may come out split or garbled.
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -111,10 +112,10 @@ class WhisperBase(ABC):
     def _setup(
         self, *, model: str, tokenizer, tokens: SpecialTokens, feature_extractor, batch_seconds: float,
         language: str | None, task: Task, timestamps: Timestamps, max_new_tokens: int | None, context_tokens: int,
-        decoding_options: DecodingOptions | None,
+        decoding_options: DecodingOptions | None, pack: bool = False,
     ) -> None:
         """``context_tokens``: the decoder's positions (448 for every released Whisper); ``language``
-        None or ``"auto"``: detect per file."""
+        None or ``"auto"``: detect per file; ``pack``: short files share windows (:mod:`speech.asr.packing`)."""
         if language is not None and language.strip().lower() == "auto":
             language = None
         self.tokenizer = tokenizer
@@ -130,6 +131,10 @@ class WhisperBase(ABC):
         self.language = None if language is None else self.language_code(language)
         self.task = task
         self.timestamps = timestamps
+        self.pack = pack
+        # Packed windows are split back by their timestamps, so packing decodes with them
+        # whatever the rows show (timestamps "none" still gives one segment per file).
+        self.timed = timestamps != "none" or pack
         self.context_tokens = context_tokens
         # Half the context by default, as openai-whisper (224 for every released Whisper).
         self.max_new_tokens = max_new_tokens or context_tokens // 2
@@ -186,12 +191,26 @@ class WhisperBase(ABC):
         language: list[str | None] = list(given) if self.tokens.multilingual else ["en"] * count
         probability: list[float | None] = [None] * count
         per_file = list(options) if options is not None else [self.decoding] * count
-        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731 - a one-line local helper
-        previous = [decoding.initial_tokens(o, encode) for o in per_file]  # text tokens prompting the next window
-        decoded: dict[tuple[int, int], _Window] = {}
         if batches is None:
             batches = self.plan(utterances, per_file)
         check_batches([len(u) for u in utterances], batches)
+        if self.pack:
+            from speech.asr.whisper_packed import transcribe_packed
+
+            return transcribe_packed(self, utterances, language, per_file, batches)
+        decoded = self._run(utterances, language, probability, per_file, batches)
+        return [
+            self._transcript(windows, [decoded[(u, k)] for k in range(len(windows))], language[u], probability[u], per_file[u])
+            for u, windows in enumerate(utterances)
+        ]
+
+    def _run(self, utterances: Sequence[list[Window]], language: list[str | None], probability: list[float | None],
+             per_file: Sequence[DecodingOptions], batches: Batches) -> dict[tuple[int, int], _Window]:
+        """Decode the planned ``batches``; each window's result by ``(utterance, window)``.
+        Fills in ``language`` and ``probability`` of the files whose language was unknown."""
+        encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731 - a one-line local helper
+        previous = [decoding.initial_tokens(o, encode) for o in per_file]  # text tokens prompting the next window
+        decoded: dict[tuple[int, int], _Window] = {}
         for batch in batches:
             windows = [utterances[u][k] for u, k in batch]
             encoded = self._encode(windows)
@@ -210,10 +229,7 @@ class WhisperBase(ABC):
             for (u, k), request, result, times in zip(batch, requests, results, bounds):
                 decoded[(u, k)] = _Window(result, times)
                 previous[u] = self._next_previous(previous[u], result, request.options)
-        return [
-            self._transcript(windows, [decoded[(u, k)] for k in range(len(windows))], language[u], probability[u], per_file[u])
-            for u, windows in enumerate(utterances)
-        ]
+        return decoded
 
     def plan(self, utterances: Sequence[list[Window]], options: Sequence[DecodingOptions]) -> Batches:
         """``(utterance, window)`` pairs per engine call, ``batch_size`` windows each.
@@ -257,7 +273,7 @@ class WhisperBase(ABC):
         prompt = [*request.context, self.tokens.sot]
         if self.tokens.multilingual:
             prompt += [self.tokens.languages[f"<|{request.language}|>"], self.tokens.tasks[self.task]]
-        if self.timestamps == "none":
+        if not self.timed:
             prompt.append(self.tokens.no_timestamps)
         return prompt
 
@@ -274,10 +290,11 @@ class WhisperBase(ABC):
             text_positions = [j for j, t in enumerate(attempt.tokens) if t < self.tokens.eos]
             texts.append(self.tokenizer.decode(attempt.tokens[text_positions].tolist()))
             probs.extend(np.exp(attempt.logprobs[text_positions]).tolist())
+            to_file = functools.partial(self._file_time, window)
             for positions, start, end in self._pieces(attempt.tokens):
-                segments.append(self._segment(window, out.result, positions, start, end))
+                segments.append(self._segment(to_file, out.result, positions, start, end))
                 if out.bounds is not None:
-                    words.extend(self._words(window, attempt, out.bounds, positions, language))
+                    words.extend(self._words(to_file, attempt, out.bounds, positions, language))
         return Transcript(
             text="".join(texts).strip(),
             confidence=float(np.mean(probs)) if probs else None,
@@ -290,37 +307,41 @@ class WhisperBase(ABC):
             thresholds_failed=failed,
         )
 
-    def _pieces(self, tokens: np.ndarray) -> list[tuple[list[int], int | None, int | None]]:
-        """Text runs of one window as ``(positions, start step, end step)``; timestamp tokens
-        open and close them (in pairs). A step is a timestamp index (20 ms); None: the window
-        edge (no timestamp generated there)."""
+    def _pieces(self, tokens: np.ndarray, timed: bool | None = None) -> list[tuple[list[int], float, float]]:
+        """Text runs of one window as ``(positions, start, end)`` in seconds of the window;
+        timestamp tokens open and close them (in pairs). 0 and inf: the window's edges (no
+        timestamp generated there). ``timed`` False (None: the rows have no timestamps): one
+        run of every text token, any timestamp the model emitted skipped."""
         eos, begin = self.tokens.eos, self.tokens.timestamp_begin
-        if self.timestamps == "none":
+        if not (self.timestamps != "none" if timed is None else timed):
             # Timestamp tokens the model emits anyway carry no text and are skipped.
             text = [j for j, t in enumerate(tokens) if t < eos]
-            return [(text, None, None)] if text else []
+            return [(text, 0.0, math.inf)] if text else []
+        step = self.time_precision  # seconds per timestamp token
         pieces, start, positions = [], None, []
         for j, token in enumerate(tokens):
             if token >= begin:
-                step = int(token - begin)
+                time = int(token - begin) * step
                 if start is None:
-                    start = step
+                    start = time
                 else:  # a closing timestamp; an opening one usually follows
                     if positions:
-                        pieces.append((positions, start, step))
+                        pieces.append((positions, start, time))
                     start, positions = None, []
             elif token < eos:
                 positions.append(j)
         if positions:
-            pieces.append((positions, start, None))
+            pieces.append((positions, 0.0 if start is None else start, math.inf))
         return pieces
 
-    def _segment(self, window: Window, result: decoding.Decoded, positions: list[int], start: int | None,
-                 end: int | None) -> Segment:
+    def _segment(self, to_file: Callable[[float], float], result: decoding.Decoded, positions: list[int], start: float,
+                 end: float) -> Segment:
+        """A segment of ``positions`` from ``start`` to ``end`` (seconds of the window), its
+        times mapped onto the file by ``to_file``."""
         attempt = result.attempt
         return Segment(
-            start=self._file_time(window, 0.0 if start is None else start * self.time_precision),
-            end=self._file_time(window, math.inf if end is None else end * self.time_precision),
+            start=to_file(start),
+            end=to_file(end),
             text=self.tokenizer.decode(attempt.tokens[positions].tolist()),
             avg_logprob=attempt.avg_logprob,
             no_speech_prob=attempt.no_speech_prob,
@@ -328,23 +349,23 @@ class WhisperBase(ABC):
             compression_ratio=result.compression_ratio,
         )
 
-    def _words(self, window: Window, attempt: decoding.Attempt, bounds: np.ndarray, positions: list[int],
-               language: str | None) -> list[Word]:
+    def _word_groups(self, attempt: decoding.Attempt, positions: list[int], language: str | None) -> list[list[int]]:
+        """The token positions of each word among ``positions`` (text tokens of one attempt)."""
         tokens = [int(attempt.tokens[j]) for j in positions]
-        name = LANGUAGES.get(language or "en", "english")
-        _, _, groups = _combine_tokens_into_words(self.tokenizer, tokens, name)
-        words = []
-        for group in groups:
-            chosen = [positions[i] for i in group]
-            words.append(
-                Word(
-                    word=self.tokenizer.decode(attempt.tokens[chosen].tolist()).strip(),
-                    start=self._file_time(window, bounds[chosen[0]]),
-                    end=self._file_time(window, bounds[chosen[-1] + 1]),
-                    confidence=float(np.exp(attempt.logprobs[chosen]).mean()),
-                )
+        _, _, groups = _combine_tokens_into_words(self.tokenizer, tokens, LANGUAGES.get(language or "en", "english"))
+        return [[positions[i] for i in group] for group in groups]
+
+    def _words(self, to_file: Callable[[float], float], attempt: decoding.Attempt, bounds: np.ndarray,
+               positions: list[int], language: str | None) -> list[Word]:
+        return [
+            Word(
+                word=self.tokenizer.decode(attempt.tokens[chosen].tolist()).strip(),
+                start=to_file(bounds[chosen[0]]),
+                end=to_file(bounds[chosen[-1] + 1]),
+                confidence=float(np.exp(attempt.logprobs[chosen]).mean()),
             )
-        return words
+            for chosen in self._word_groups(attempt, positions, language)
+        ]
 
     def _file_time(self, window: Window, seconds: float) -> float:
         """A time inside ``window`` (seconds) -> seconds on the file's timeline.

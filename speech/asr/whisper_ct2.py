@@ -104,7 +104,7 @@ class Ct2WhisperRecognizer(WhisperBase):
         compute_type: ``float32``, ``float16``, ``int8`` or ``int8_float32``; None: the stored
             precision where the device runs it (float16 weights run as float32 on a CPU).
         threads: CTranslate2 intra-op threads.
-        batch_seconds, language, task, timestamps, max_new_tokens, decoding: as
+        batch_seconds, language, task, timestamps, max_new_tokens, decoding, pack: as
             :class:`~speech.asr.whisper.WhisperRecognizer`'s. CTranslate2 generates at most
             half its maximum length: 224 new tokens per window for every released Whisper.
     """
@@ -124,6 +124,7 @@ class Ct2WhisperRecognizer(WhisperBase):
         timestamps: Timestamps = "segment",
         max_new_tokens: int | None = None,
         decoding: DecodingOptions | None = None,
+        pack: bool = False,
     ):
         import ctranslate2
 
@@ -138,7 +139,7 @@ class Ct2WhisperRecognizer(WhisperBase):
             model=model, tokenizer=ct2_whisper.tokenizer(model), tokens=read_special_tokens(model),
             feature_extractor=feature_extractor, batch_seconds=batch_seconds, language=language, task=task,
             timestamps=timestamps, max_new_tokens=max_new_tokens,
-            context_tokens=spec.variables["decoder/position_encodings/encodings"].shape[0], decoding_options=decoding,
+            context_tokens=spec.variables["decoder/position_encodings/encodings"].shape[0], decoding_options=decoding, pack=pack,
         )
 
     def _rows(self, encoded: _Encoded, rows: list[int]):
