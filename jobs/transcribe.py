@@ -149,7 +149,7 @@ class RecognizeUnits:
     # What a subclass (another task on this spine) replaces: the model, its call, the rows.
 
     def _load(self, options: TranscribeOptions, kind: ModelKind, device: str):
-        return load_recognizer(options.model, options, device, kind)
+        return load_recognizer(options.model, options.asr, device, kind, options.run)
 
     def _table(self, rows: list[TranscriptRow]) -> pa.Table:
         return transcripts_table(rows)
@@ -387,11 +387,11 @@ def summarize(options: TranscribeOptions, kind: ModelKind, wall_seconds: float, 
 
 
 def _detect(options: TranscribeOptions) -> ModelKind:
-    return detect_model(options.model, options)
+    return detect_model(options.model, options.asr, options.run.device)
 
 
 def _front_end(options: TranscribeOptions, kind: ModelKind) -> FrontEnd:
-    return load_front_end(options.model, options, kind)
+    return load_front_end(options.model, options.asr, kind)
 
 
 def _schema(options: TranscribeOptions) -> pa.Schema:
