@@ -15,7 +15,6 @@ from speech.options import (
     OptionsError,
     SynthesizeOptions,
     TranscribeOptions,
-    TtsOptions,
     load_options,
 )
 
@@ -104,21 +103,3 @@ def test_generated_flags_parse_to_the_options():
     assert (synth.normalize, synth.voices) == (False, ["a", "b"])
     with pytest.raises(SystemExit):
         parser.parse_args(["synthesize", "t.txt", "-o", "o", "--format", "mp3"])  # Literal -> choices
-
-
-def test_serving_takes_the_rows_part_without_the_refused_fields():
-    from serve import asr, tts
-
-    options, run = asr.transcribe_options("m", {"beam_size": 2, "torch_threads": 3}, task="translate")
-    assert isinstance(options, AsrOptions) and (options.model, options.task, options.beam_size) == ("m", "translate", 2)
-    assert run.threads == 3
-    with pytest.raises(ValueError, match=r"asr_options: model, task cannot be set for serving \(model: .*task: "):
-        asr.transcribe_options("m", {"model": "x", "task": "translate"})
-    with pytest.raises(ValueError, match=r"asr_options: actors cannot be set"):
-        asr.transcribe_options("m", {"actors": 2})
-    served, _ = tts.synthesize_options("m", {"seed": 3, "batch_size": 2})
-    assert isinstance(served, TtsOptions) and served.seed == 3
-    for name in tts.NOT_SERVED:  # refused: each a field of the rows part, with its reason
-        assert name in TtsOptions.model_fields
-    for name in asr.NOT_SERVED:
-        assert name in AsrOptions.model_fields
