@@ -6,6 +6,9 @@ the type or choices come from the annotation (``Literal`` -> choices, ``bool`` -
 of :mod:`cli.values`), the help from ``Field(description=...)`` with the default appended. One
 field is the positional argument (INPUT, TRAIN); ``output`` is ``-o/--output``. Flags default
 to None, so a value from ``--config`` stands unless the flag is given.
+
+The flags are added when the command's parser is first used (:class:`CommandParser`): building
+them imports pydantic and the options, which ``speech --help`` and the other commands skip.
 """
 
 from __future__ import annotations
@@ -16,25 +19,49 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
-
 from cli import values
-from speech.options import ActorPool, JobOptions
 
-#: Annotations (None stripped) read by one of cli.values' parsers; other types are int, float,
-#: str, bool or a Literal.
-_PARSERS: dict[Any, tuple[Callable[[str], Any], str]] = {
-    int | ActorPool: (values.actors, "N|MIN:MAX"),
-    int | Literal["all"]: (values.layer, "N|all"),
-    list[str]: (values.comma_list, "A,B,..."),
-    tuple[float, ...]: (str, "X[,X...]"),  # the field's validator reads the list
-    dict[str, float]: (values.resources, "NAME=AMOUNT,..."),
-}
+if typing.TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
+    from speech.options import JobOptions
 
 #: Titles of the two groups of flags, by part (the rows part first).
 _GROUPS = ("what decides the output rows (recorded in OUTPUT/_job.json; a resumed run must agree)",
            "where and how the job runs (may change between runs)")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a command; a job command's (``options=`` the name of its options class in
+    speech.options) gets a flag per option field the first time it parses or prints help."""
+
+    def __init__(self, *args: Any, options: str | None = None, positional: str = "", metavar: str = "",
+                 flag_aliases: Mapping[str, Sequence[str]] | None = None, **kwargs: Any):
+        # (flag_aliases: add_parser takes `aliases` itself, for the command's own names.)
+        super().__init__(*args, **kwargs)
+        self._pending = (options, positional, metavar, flag_aliases) if options else None
+
+    def add_flags(self) -> None:
+        """Add the option flags now (once)."""
+        if self._pending is not None:
+            name, positional, metavar, aliases = self._pending
+            self._pending = None
+            import speech.options
+
+            add_option_flags(self, getattr(speech.options, name), positional=positional, metavar=metavar,
+                             aliases=aliases)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self.add_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self.add_flags()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        self.add_flags()
+        return super().format_usage()
 
 
 def add_option_flags(parser: argparse.ArgumentParser, options: type[JobOptions], *, positional: str, metavar: str,
@@ -69,11 +96,26 @@ def _required(annotation: Any) -> Any:
     return annotation
 
 
+def _parsers() -> dict[Any, tuple[Callable[[str], Any], str]]:
+    """Annotations (None stripped) read by one of cli.values' parsers, with their metavar; other
+    types are int, float, str, bool or a Literal."""
+    from speech.options import ActorPool
+
+    return {
+        int | ActorPool: (values.actors, "N|MIN:MAX"),
+        int | Literal["all"]: (values.layer, "N|all"),
+        list[str]: (values.comma_list, "A,B,..."),
+        tuple[float, ...]: (str, "X[,X...]"),  # the field's validator reads the list
+        dict[str, float]: (values.resources, "NAME=AMOUNT,..."),
+    }
+
+
 def _kind(annotation: Any) -> dict[str, Any]:
     """argparse keywords (type, choices, action, metavar) for a field's annotation."""
     required = _required(annotation)
-    if required in _PARSERS:
-        parse, metavar = _PARSERS[required]
+    parsers = _parsers()
+    if required in parsers:
+        parse, metavar = parsers[required]
         return {"type": parse, "metavar": metavar}
     if required is bool:
         return {"action": argparse.BooleanOptionalAction}
@@ -84,10 +126,12 @@ def _kind(annotation: Any) -> dict[str, Any]:
         return {"type": parse, "metavar": "N" if required is int else "X"}
     if required is str:
         return {}
-    raise TypeError(f"no flag for an option of type {annotation}: add a parser to cli.flags._PARSERS")
+    raise TypeError(f"no flag for an option of type {annotation}: add a parser to cli.flags._parsers")
 
 
 def _help(field: FieldInfo) -> str:
+    from pydantic_core import PydanticUndefined
+
     text = field.description or ""
     default = field.default
     if default is not PydanticUndefined and default is not None and "default" not in text:

@@ -7,12 +7,14 @@ import argparse
 import contextlib
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli import values
 from cli.errors import CliError, quiet_ray_user_errors
-from cli.flags import add_option_flags, option_values
-from speech.options import EmbedOptions, FinetuneOptions, JobOptions, SynthesizeOptions, TranscribeOptions
+from cli.flags import option_values
+
+if TYPE_CHECKING:
+    from speech.options import JobOptions
 
 
 def add_transcribe(commands) -> None:
@@ -26,9 +28,9 @@ def add_transcribe(commands) -> None:
             "Flags override the values of --config."
         ),
         epilog="example: speech transcribe samples/ -o out/ --model kresnik/wav2vec2-large-xlsr-korean",
+        options="TranscribeOptions", positional="inputs", metavar="INPUT",
     )
     _config_flag(p, "transcribe")
-    add_option_flags(p, TranscribeOptions, positional="inputs", metavar="INPUT")
     p.set_defaults(handler=_transcribe)
 
 
@@ -47,10 +49,10 @@ def add_embed(commands) -> None:
             "Flags override the values of --config (configs/embed.yaml documents every key)."
         ),
         epilog="example: speech embed corpus/ -o embeddings/ --model facebook/wav2vec2-large-xlsr-53 --layer 12",
+        # --pool: the flag's name before flags were generated ("pool" also names the actor pool).
+        options="EmbedOptions", positional="inputs", metavar="INPUT", flag_aliases={"pooling": ["--pool"]},
     )
     _config_flag(p, "embed")
-    # --pool: the flag's name before flags were generated ("pool" also names the actor pool).
-    add_option_flags(p, EmbedOptions, positional="inputs", metavar="INPUT", aliases={"pooling": ["--pool"]})
     p.set_defaults(handler=_embed)
 
 
@@ -67,9 +69,9 @@ def add_finetune(commands) -> None:
             "`speech transcribe --model OUTPUT/final`. Flags override the values of --config."
         ),
         epilog="example: speech finetune train.jsonl --eval dev.jsonl -o ft/ --model kresnik/wav2vec2-large-xlsr-korean --workers 2",
+        options="FinetuneOptions", positional="train", metavar="TRAIN",
     )
     _config_flag(p, "finetune")
-    add_option_flags(p, FinetuneOptions, positional="train", metavar="TRAIN")
     p.set_defaults(handler=_finetune)
 
 
@@ -84,9 +86,9 @@ def add_synthesize(commands) -> None:
             "'seed'; local or any fsspec URL. Flags override the values of --config."
         ),
         epilog="example: speech synthesize corpus.txt -o out/ --model facebook/mms-tts-kor --backend vits",
+        options="SynthesizeOptions", positional="input", metavar="INPUT",
     )
     _config_flag(p, "synthesize")
-    add_option_flags(p, SynthesizeOptions, positional="input", metavar="INPUT")
     p.set_defaults(handler=_synthesize)
 
 
@@ -129,6 +131,7 @@ def add_export(commands) -> None:
 def _transcribe(args: argparse.Namespace) -> int:
     from jobs import transcribe
     from speech.asr import ModelError
+    from speech.options import TranscribeOptions
 
     return _run_job(args, TranscribeOptions, transcribe.run, check=transcribe.check, errors=(ModelError,))
 
@@ -136,12 +139,14 @@ def _transcribe(args: argparse.Namespace) -> int:
 def _embed(args: argparse.Namespace) -> int:
     from jobs import embed
     from speech.asr import ModelError
+    from speech.options import EmbedOptions
 
     return _run_job(args, EmbedOptions, embed.run, check=embed.check, errors=(ModelError,))
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from jobs import finetune
+    from speech.options import FinetuneOptions
     from speech.train import TrainingError
 
     return _run_job(args, FinetuneOptions, finetune.run, check=finetune.check, errors=(TrainingError,))
@@ -150,6 +155,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _synthesize(args: argparse.Namespace) -> int:
     from jobs import synthesize
     from speech.asr import ModelError as AsrModelError
+    from speech.options import SynthesizeOptions
     from speech.tts import ModelError, check_options
 
     # The model and the options it cannot honour are checked before Ray starts; the job checks

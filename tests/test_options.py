@@ -78,6 +78,7 @@ def test_errors_name_the_flat_key():
 @pytest.mark.parametrize("command", JOBS)
 def test_every_field_has_a_flag_and_every_flag_a_field(command):
     parser = _commands()[command]
+    parser.add_flags()  # done on first use
     dests = {a.dest for a in parser._actions} - {"help", "config"}
     assert dests == set(JOBS[command].fields())
 
