@@ -28,7 +28,15 @@ the command gets a flag ``--the-field-name`` whose type, choices and help come f
 """
 
 from speech.options.asr import DEFAULT_TEMPERATURES, AsrOptions, ComputeType, DecodingOptions, TranscribeOptions
-from speech.options.audio import DEFAULT_BATCH_SECONDS, AudioModelOptions, AudioRun, Dtype, ModelRun, check_device
+from speech.options.audio import (
+    DEFAULT_BATCH_SECONDS,
+    AudioJobOptions,
+    AudioModelOptions,
+    AudioRun,
+    Dtype,
+    ModelRun,
+    check_device,
+)
 from speech.options.base import (
     ActorPool,
     JobOptions,
@@ -43,9 +51,6 @@ from speech.options.embed import EmbeddingOptions, EmbedOptions
 from speech.options.stream import StreamOptions
 from speech.options.train import FinetuneOptions, FinetuneRun, TrainingOptions
 from speech.options.tts import SPEEDS, SynthesizeOptions, SynthesizeRun, TtsOptions, TtsRun
-
-#: The options of a job on the audio corpus spine (jobs.transcribe runs both).
-AudioJobOptions = TranscribeOptions | EmbedOptions
 
 __all__ = [
     "DEFAULT_BATCH_SECONDS",

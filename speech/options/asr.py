@@ -6,10 +6,10 @@ from __future__ import annotations
 import itertools
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from speech.options.audio import AudioModelOptions, AudioRun, check_device
-from speech.options.base import JobOptions, Options
+from speech.options.audio import AudioJobOptions, AudioModelOptions, AudioRun
+from speech.options.base import Options
 
 #: faster-whisper's and openai-whisper's temperature schedule: greedy first, then sampling ever
 #: hotter for the windows whose output fails the thresholds.
@@ -111,14 +111,9 @@ class AsrOptions(DecodingOptions, AudioModelOptions):
         return None if value is None or value.strip().lower() in ("", "auto") else value.strip()
 
 
-class TranscribeOptions(JobOptions):
+class TranscribeOptions(AudioJobOptions):
     """Options of ``speech transcribe``: ``asr`` decides the rows, ``run`` where and how the job
     runs; see configs/transcribe.yaml for a commented example (one flat mapping)."""
 
     asr: AsrOptions
     run: AudioRun
-
-    @model_validator(mode="after")
-    def _device(self) -> TranscribeOptions:
-        check_device(self.asr.dtype, self.run.gpus_per_actor)
-        return self

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from speech.files import READ_TIMEOUT_S
-from speech.options.base import ActorPool, Options, actor_pool
+from speech.options.base import ActorPool, JobOptions, Options, actor_pool
 
 Dtype = Literal["float32", "float16", "bfloat16"]
 
@@ -141,3 +141,13 @@ def check_device(dtype: str, gpus: float) -> None:
     """Refuse a precision the device cannot run (ValueError naming the field)."""
     if dtype == "float16" and gpus == 0:
         raise ValueError("dtype float16 needs a GPU (gpus_per_actor > 0); use float32 or bfloat16 on CPU")
+
+
+class AudioJobOptions(JobOptions):
+    """The options of a job on the audio corpus spine (``speech transcribe``, ``speech embed``):
+    a rows part holding an :class:`AudioModelOptions`, and ``run: AudioRun``."""
+
+    @model_validator(mode="after")
+    def _device(self) -> AudioJobOptions:
+        check_device(getattr(self, self.rows_part()).dtype, self.run.gpus_per_actor)
+        return self

@@ -92,7 +92,7 @@ class JobOptions(Options):
     def _split(cls, data: Any) -> Any:
         """A flat mapping -> one mapping per part. Keys no part declares go to the rows part,
         whose validation then names them ("extra inputs are not permitted")."""
-        if not isinstance(data, Mapping) or not data or set(data) <= set(cls.model_fields):
+        if not isinstance(data, Mapping) or (data and set(data) <= set(cls.model_fields)):
             return data  # already in parts (e.g. model_validate of a dump)
         split: dict[str, dict[str, Any]] = {part: {} for part in cls.model_fields}
         for key, value in data.items():

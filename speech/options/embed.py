@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from speech.options.audio import AudioModelOptions, AudioRun, check_device
-from speech.options.base import JobOptions
+from speech.options.audio import AudioJobOptions, AudioModelOptions, AudioRun
 
 
 class EmbeddingOptions(AudioModelOptions):
@@ -23,14 +22,9 @@ class EmbeddingOptions(AudioModelOptions):
                             "none: every frame's vector, at the model's frame rate")
 
 
-class EmbedOptions(JobOptions):
+class EmbedOptions(AudioJobOptions):
     """Options of ``speech embed``: ``embedding`` decides the rows, ``run`` where and how the
     job runs; see configs/embed.yaml for a commented example (one flat mapping)."""
 
     embedding: EmbeddingOptions
     run: AudioRun
-
-    @model_validator(mode="after")
-    def _device(self) -> EmbedOptions:
-        check_device(self.embedding.dtype, self.run.gpus_per_actor)
-        return self
