@@ -134,7 +134,7 @@ def _help(field: FieldInfo) -> str:
 
     text = field.description or ""
     default = field.default
-    if default is not PydanticUndefined and default is not None and "default" not in text:
+    if default is not PydanticUndefined and default is not None and "(default" not in text:
         if isinstance(default, bool):
             shown = "on" if default else "off"
         elif isinstance(default, tuple):
