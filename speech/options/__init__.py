@@ -22,9 +22,12 @@ models from the rows part alone.
 Adding an option is one edit: declare the field, with its type, default and
 ``Field(description=...)``, in the part it belongs to (does it change what a row contains? the
 rows part; else the run part). Then the config loader accepts it, ``_job.json`` (rows part) or
-not (run part) records it, Serve accepts it in ``asr_options``/``tts_options`` (rows part), and
-the command gets a flag ``--the-field-name`` whose type, choices and help come from the field
-(:mod:`cli.flags`). Document it in the job's ``configs/*.yaml``.
+not (run part) records it, Serve accepts it in ``asr_options``/``tts_options`` (rows part;
+the few a server cannot take are listed, each with its reason, in ``NOT_SERVED`` of
+serve/asr.py and serve/tts.py), and the command gets a flag ``--the-field-name`` whose type,
+choices and help come from the field (:mod:`cli.flags`; a new kind of annotation needs a parser
+there). Document it in the job's ``configs/*.yaml``. A field's name must be unique across the
+job's two parts (checked when the class is defined).
 """
 
 from speech.options.asr import DEFAULT_TEMPERATURES, AsrOptions, ComputeType, DecodingOptions, TranscribeOptions
