@@ -168,8 +168,8 @@ def profile(job: Job) -> dict:
         stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - t
         return value
 
-    front_end = timed("load model", load_front_end, job.model, options)
-    recognizer = timed("load model", load_recognizer, job.model, options, "cpu")
+    front_end = timed("load model", load_front_end, job.model, options.asr)
+    recognizer = timed("load model", load_recognizer, job.model, options.asr, "cpu", None, options.run)
     forward_s = _hook_forward_time(recognizer.network.model)
     rate = front_end.sample_rate
     paths = job_paths(job)

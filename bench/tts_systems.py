@@ -180,7 +180,7 @@ def _load(job: TtsJob):
 
     torch.set_num_threads(job.threads)
     options = _options(job)
-    return options, load_front_end(options), load_model(options, "cpu")
+    return options, load_front_end(options.tts), load_model(options.tts, "cpu", options.run)
 
 
 def _prepared(options, front_end):

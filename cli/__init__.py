@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from cli import benchmarks, jobs, tools
 from cli.errors import CliError, user_os_error
+from cli.flags import CommandParser
 from cli.logs import configure_logging
 
 __all__ = ["CliError", "main", "user_os_error"]
@@ -59,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                           help="debug lines with their logger names; on an error, also its traceback")
     loudness.add_argument("-q", "--quiet", action="store_true",
                           help="only warnings and errors (default: also this project's progress lines)")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    # CommandParser: a job command's flags are generated from its options when it is used.
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND", parser_class=CommandParser)
     jobs.add_transcribe(commands)
     jobs.add_embed(commands)
     jobs.add_finetune(commands)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 
 def positive(text: str) -> int:
@@ -44,8 +46,36 @@ def layer(text: str):
         raise argparse.ArgumentTypeError(f"expected a layer number or 'all', got {text!r}") from None
 
 
-def voice_list(text: str) -> list[str]:
-    voices = [v.strip() for v in text.split(",")]
-    if not all(voices):
-        raise argparse.ArgumentTypeError(f"expected voices separated by commas, got {text!r}")
-    return voices
+def comma_list(text: str) -> list[str]:
+    items = [v.strip() for v in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected values separated by commas, got {text!r}")
+    return items
+
+
+def resources(text: str) -> dict[str, float]:
+    """``NAME=AMOUNT[,NAME=AMOUNT...]``, e.g. ``model_slots=1``."""
+    result = {}
+    for item in comma_list(text):
+        name, sep, amount = item.partition("=")
+        try:
+            result[name.strip()] = float(amount)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT[,NAME=AMOUNT...], got {text!r}")
+    return result
+
+
+def number_or_none(kind: type) -> Callable[[str], Any]:
+    """A number of ``kind``, or 'none'/'off' (passed on as 'none': the option's validator decides)."""
+    def parse(text: str) -> Any:
+        if text.strip().lower() in ("none", "off"):
+            return "none"
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its errors
+    return parse

@@ -85,7 +85,7 @@ def _detect(options: EmbedOptions) -> ModelKind:
 
 
 def _front_end(options: EmbedOptions, kind: ModelKind) -> FrontEnd:
-    return load_embed_front_end(options.model, options)  # one kind: the CTC front end
+    return load_embed_front_end(options.model, options.embedding)  # one kind: the CTC front end
 
 
 def _schema(options: EmbedOptions) -> pa.Schema:

@@ -101,7 +101,7 @@ def check(options: FinetuneOptions) -> Plan:
     job = {"job": "finetune", **options.result_options()}
     manifests = [options.train, *([options.eval] if options.eval else [])]
     output = open_output(options.output, job=job, overwrite=options.overwrite,
-                         inputs=[*manifests, *(e.path for e in [*train, *evaluation])])
+                         inputs=[*manifests, *(e.path for e in [*train, *evaluation])], defaults=options.result_defaults())
     return Plan(train, evaluation, skipped, sorted(unknown), output)
 
 

@@ -119,14 +119,17 @@ class Output:
 
 
 def open_output(url: str, *, job: Mapping[str, Any], overwrite: bool, inputs: Sequence[str] = (),
-                schema: pa.Schema | None = None, columns: Sequence[str] = ("id",)) -> Output:
+                schema: pa.Schema | None = None, columns: Sequence[str] = ("id",),
+                defaults: Mapping[str, Any] | None = None) -> Output:
     """Prepare ``url`` for a run of ``job`` (a JSON-able description: model, backend, ...).
 
     Fresh or ``overwrite``: start empty (``overwrite`` removes this tool's files only).
     Otherwise resume: refuse if an earlier run was a different job, drop partial Parquet
     files, and return the rows already written (``columns`` of ``schema``; columns an older
     file lacks are null). ``inputs`` are the job's input paths or URLs: none may be OUTPUT
-    or inside it. The returned output holds the lease; release it when the run ends.
+    or inside it. ``defaults``: each option's default (JSON), so an option added since an
+    earlier run wrote ``_job.json`` counts as unchanged while it keeps its default. The returned
+    output holds the lease; release it when the run ends.
 
     Raises:
         OutputError: with a one-line reason (a file, not writable, an input inside it,
@@ -147,7 +150,7 @@ def open_output(url: str, *, job: Mapping[str, Any], overwrite: bool, inputs: Se
     except OSError as err:
         raise OutputError(f"cannot use output {url}: {err.strerror or err}") from err
     try:
-        done = _prepare(url, fs, root, job, overwrite, schema, columns)
+        done = _prepare(url, fs, root, job, overwrite, schema, columns, defaults or {})
     except BaseException:
         lease.release()
         raise
@@ -155,7 +158,7 @@ def open_output(url: str, *, job: Mapping[str, Any], overwrite: bool, inputs: Se
 
 
 def _prepare(url: str, fs, root: str, job: Mapping[str, Any], overwrite: bool, schema: pa.Schema | None,
-             columns: Sequence[str]) -> pa.Table:
+             columns: Sequence[str], defaults: Mapping[str, Any]) -> pa.Table:
     """Under the lease: check or write ``_job.json``, clear the output if asked, read what is done."""
     job_path = f"{root}/{JOB_FILE}"
     previous = None
@@ -170,8 +173,10 @@ def _prepare(url: str, fs, root: str, job: Mapping[str, Any], overwrite: bool, s
     if overwrite and previous is not None:
         _clear(fs, root, previous)
         previous = None
-    if previous is not None and previous != dict(job):
-        changed = sorted(k for k in set(previous) | set(job) if previous.get(k) != job.get(k))
+    # An option the earlier run's version did not have yet ran at its default there.
+    recorded = previous if previous is None else {**{k: v for k, v in defaults.items() if k in job}, **previous}
+    if recorded is not None and recorded != dict(job):
+        changed = sorted(k for k in set(recorded) | set(job) if recorded.get(k) != job.get(k))
         raise OutputError(
             f"output {url} holds a different job's results (differs in: {', '.join(changed)}); "
             "pass --overwrite to replace them, or choose another output"

@@ -83,4 +83,4 @@ def describe(err: BaseException) -> str:
 
 def transcribe_front_end(options: AudioJobOptions, kind: ModelKind) -> FrontEnd:
     """The front end of ``speech transcribe`` (the default of :class:`PrepareUnits`)."""
-    return load_front_end(options.model, options, kind)
+    return load_front_end(options.model, options.asr, kind)

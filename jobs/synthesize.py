@@ -96,7 +96,7 @@ class PrepareRows:
 
     def __init__(self, options: SynthesizeOptions):
         self.options = options
-        self.front_end = load_front_end(options)
+        self.front_end = load_front_end(options.tts)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         options = self.options
@@ -136,7 +136,7 @@ class SynthesizeRows:
 
         torch.set_num_threads(options.torch_threads or max(1, math.ceil(options.cpus_per_actor)))
         self.options = options
-        self.model = load_model(options, "cuda" if options.gpus_per_actor > 0 else "cpu")
+        self.model = load_model(options.tts, "cuda" if options.gpus_per_actor > 0 else "cpu", options.run)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
@@ -251,12 +251,12 @@ class Summary:
 def run(options: SynthesizeOptions) -> Summary:
     """Run the job on a Ray that is already initialized; returns the summary."""
     started = time.perf_counter()
-    backend = check_options(options)  # fail fast, before any actor starts
+    backend = check_options(options.tts)  # fail fast, before any actor starts
     corpus = with_voices(read_corpus(options.input, timeout_s=options.read_timeout_s), options)
     # Same rules as the transcription job: a rerun into OUTPUT resumes (rows already
     # written are skipped) unless the job differs; --overwrite starts afresh.
     with open_output(options.output, job=_job(options, backend), overwrite=options.overwrite, inputs=[options.input],
-                     schema=SYNTHESIS_SCHEMA, columns=("id", "text")) as output:
+                     schema=SYNTHESIS_SCHEMA, columns=("id", "text"), defaults=options.result_defaults()) as output:
         _remove_verify_leftovers(options.output)
         removed, changed = _stale_rows(corpus, output.done)
         output.drop([*removed, *changed])
@@ -305,14 +305,9 @@ def with_voices(corpus: pa.Table, options: SynthesizeOptions) -> pa.Table:
 
 
 def _job(options: SynthesizeOptions, backend: str) -> dict:
-    """What decides the rows' content; a resumed run must agree with the earlier ones on it."""
-    content = options.model_dump(
-        mode="json",
-        include={"model", "voice", "voices", "seed", "language", "format", "embed_audio", "normalize", "unknown_chars",
-                 "max_text_chars", "max_piece_chars", "sentence_pause_s", "speed", "refine_text", "temperature",
-                 "top_p", "top_k", "max_new_tokens"},
-    )
-    return {"job": "synthesize", "backend": backend, **content}
+    """What decides the rows' content (the options' rows part, with the backend detected); a
+    resumed run must agree with the earlier ones on it."""
+    return {"job": "synthesize", **options.result_options(), "backend": backend}
 
 
 def _pipeline(options: SynthesizeOptions, backend: str, todo: pa.Table) -> ray.data.Dataset:

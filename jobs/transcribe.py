@@ -104,7 +104,7 @@ class RecognizeUnits:
     # What a subclass (another task on this spine) replaces: the model, its call, the rows.
 
     def _load(self, options: TranscribeOptions, kind: ModelKind, device: str):
-        return load_recognizer(options.model, options, device, kind)
+        return load_recognizer(options.model, options.asr, device, kind, options.run)
 
     def _table(self, rows: list[TranscriptRow]) -> pa.Table:
         return transcripts_table(rows)
@@ -206,7 +206,7 @@ def check(options: AudioJobOptions, task: Task | None = None) -> Plan:
     job = {"job": task.name, "backend": kind.backend, "engine": kind.engine, **options.result_options()}
     output = open_output(options.output, job=job, overwrite=options.overwrite,
                          inputs=[*options.inputs, *inputs["path"].to_pylist()],
-                         schema=task.schema(options), columns=_INPUT_KEY)
+                         schema=task.schema(options), columns=_INPUT_KEY, defaults=options.result_defaults())
     removed, changed = stale_rows(inputs, output.done)
     return Plan(kind, inputs, output, changed=tuple(changed), removed=tuple(removed))
 
@@ -332,7 +332,7 @@ def summarize(options: TranscribeOptions, kind: ModelKind, wall_seconds: float, 
 
 
 def _detect(options: TranscribeOptions) -> ModelKind:
-    return detect_model(options.model, options)
+    return detect_model(options.model, options.asr, options.run.device)
 
 
 def _schema(options: TranscribeOptions) -> pa.Schema:

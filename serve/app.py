@@ -49,8 +49,9 @@ class ServeArgs(BaseModel):
     # or directory name, and the first of each kind is the default.
     asr_models: list[str] = Field(default_factory=list)
     tts_models: list[str] = Field(default_factory=list)
-    # Job options every model runs with (TranscribeOptions / SynthesizeOptions fields that
-    # decide the output), so answers equal the batch jobs' with the same options.
+    # Job options every model runs with (the fields of AsrOptions / TtsOptions, the rows parts of
+    # the jobs' options, and a model's batching and threads), so answers equal the batch jobs'
+    # with the same options.
     asr_options: dict[str, Any] = Field(default_factory=dict)
     tts_options: dict[str, Any] = Field(default_factory=dict)
     # Live transcription (/v1/realtime): StreamOptions fields (CTC windows, Whisper partials,
@@ -110,17 +111,17 @@ def served_models(args: ServeArgs) -> tuple[http.ServedModel, ...]:
     for source in args.asr_models:
         # gpus=1.0: validate as if on a GPU; the replica builds the options for its own device.
         try:
-            backend = asr_backend(source, asr.transcribe_options(source, args.asr_options, gpus=1.0))
+            backend = asr_backend(source, asr.transcribe_options(source, args.asr_options, gpus=1.0)[0], "cuda")
         except AsrModelError as err:
             raise ValueError(f"asr_models: {err}") from err
         try:
-            asr_backend(source, asr.transcribe_options(source, args.asr_options, task="translate", gpus=1.0))
+            asr_backend(source, asr.transcribe_options(source, args.asr_options, task="translate", gpus=1.0)[0], "cuda")
             translates = True
         except AsrModelError:
             translates = False
         models.append(http.ServedModel(served_name(source), source, "transcription", backend, translates=translates))
     for source in args.tts_models:
-        options = tts.synthesize_options(source, args.tts_options)
+        options, _ = tts.synthesize_options(source, args.tts_options)
         try:
             backend = tts_check(options)  # also: options the backend cannot honour (speed for chattts)
         except TtsModelError as err:

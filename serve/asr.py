@@ -32,23 +32,25 @@ from typing import Any, Literal
 from pydantic import Field
 
 from serve.batcher import Batching
-from serve.replica import HoldLimit, ModelReplica, Rejected, model_deployment
+from serve.replica import HoldLimit, ModelReplica, Rejected, model_deployment, served_options
 from speech.asr import FrontEnd, ModelError, Recognizer, Transcript, Window, detect_backend, load_front_end, load_recognizer
 from speech.asr.streaming import StreamingModel, StreamOutput, StreamWork
 from speech.asr.vad import default_vad
 from speech.audio import AudioDecodeError, AudioTooLong, decode, probe
-from speech.options import DecodingOptions, StreamOptions, TranscribeOptions
+from speech.options import AsrOptions, DecodingOptions, ModelRun, StreamOptions, check_device
 from speech.schema import TranscriptRow
 
 DEPLOYMENT = "Transcriber"
 Task = Literal["transcribe", "translate"]
 
-#: TranscribeOptions fields a server may set (``asr_options``): those that decide what a model
-#: computes. Inputs, outputs and actor pools are the job's; replicas come from the Serve config.
-SERVING_OPTIONS = frozenset(
-    {"dtype", "compute_type", "batch_seconds", "strict_padding", "chunk_length_s", "stride_length_s", "language",
-     "timestamps", "vad", "max_new_tokens", "max_duration_s", "torch_threads", *DecodingOptions.model_fields}
-)
+#: AsrOptions fields a Serve config's ``asr_options`` cannot set, and why. Every other field of
+#: AsrOptions (what a model's transcripts depend on, as a job's rows do) and of ModelRun (a
+#: model's batch budget and threads) can; inputs, outputs and actor pools are the job's, and
+#: replicas come from the Serve config.
+NOT_SERVED = {
+    "model": "the served models are asr_models",
+    "task": "the route decides it (/v1/audio/translations translates)",
+}
 #: ``max_duration_s`` of served models unless ``asr_options`` sets another: a few hundred
 #: kilobytes of FLAC can hold hours of audio, so a server always has a limit.
 SERVING_MAX_DURATION_S = 7200.0
@@ -115,31 +117,31 @@ def request_decoding(served: DecodingOptions, temperature: float, prompt: str | 
     return DecodingOptions.model_validate({**served.decoding().model_dump(), **update}) if update else served.decoding()
 
 
-def transcribe_options(source: str, overrides: dict[str, Any], *, task: Task = "transcribe", gpus: float = 0.0) -> TranscribeOptions:
-    """The job options a served model runs with: ``overrides`` (``asr_options``) on the defaults.
+def transcribe_options(source: str, overrides: dict[str, Any], *, task: Task = "transcribe",
+                       gpus: float = 0.0) -> tuple[AsrOptions, ModelRun]:
+    """The options a served model runs with: ``overrides`` (``asr_options``) on the defaults,
+    for model ``source`` doing ``task`` on a replica with ``gpus``.
 
-    Raises ``ValueError`` naming a field a server cannot set, ``pydantic.ValidationError``
-    for bad values.
+    Raises ``ValueError`` naming a field a server cannot set (or a precision the device lacks),
+    ``pydantic.ValidationError`` for bad values.
     """
-    unknown = sorted(set(overrides) - SERVING_OPTIONS)
-    if unknown:
-        raise ValueError(f"asr_options: {', '.join(unknown)} cannot be set for serving; allowed: {', '.join(sorted(SERVING_OPTIONS))}")
     if "max_duration_s" in overrides and overrides["max_duration_s"] is None:
         raise ValueError("asr_options.max_duration_s: a server needs a limit (default "
                          f"{SERVING_MAX_DURATION_S:g} s); give a number of seconds")
-    overrides = {"max_duration_s": SERVING_MAX_DURATION_S, **overrides}
-    # The server has no corpus: the two fields a job must have get placeholders nothing reads.
-    return TranscribeOptions(inputs=["<http>"], output="<http>", model=source, task=task, gpus_per_actor=gpus, **overrides)
+    options, run = served_options("asr_options", {"max_duration_s": SERVING_MAX_DURATION_S, **overrides},
+                                  AsrOptions, ModelRun, NOT_SERVED, model=source, task=task)
+    check_device(options.dtype, gpus)
+    return options, run
 
 
 class _Model:
     """One served ASR model in a replica: the job's two halves of it."""
 
-    def __init__(self, name: str, options: TranscribeOptions, device: str, stream_options: StreamOptions):
+    def __init__(self, name: str, options: tuple[AsrOptions, ModelRun], device: str, stream_options: StreamOptions):
         self.name = name
-        self.options = options
-        self.front_end: FrontEnd = load_front_end(options.model, options)
-        self.recognizer: Recognizer = load_recognizer(options.model, options, device)
+        self.options, run = options
+        self.front_end: FrontEnd = load_front_end(self.options.model, self.options)
+        self.recognizer: Recognizer = load_recognizer(self.options.model, self.options, device, run=run)
         # The process's one Silero detector (loaded once, in this model thread) scores every
         # live session's frames.
         self.streaming = StreamingModel(self.front_end, self.recognizer, default_vad(), stream_options)
@@ -184,7 +186,7 @@ class Transcriber:
     """Speech recognition replica: several multiplexed models, budgeted dynamic batching.
 
     Args: as :class:`serve.replica.ModelReplica`'s; ``options`` are the ``asr_options``, the
-    TranscribeOptions every model runs with; ``max_decoded_seconds`` bounds the decoded audio
+    AsrOptions and ModelRun fields every model runs with; ``max_decoded_seconds`` bounds the decoded audio
     the replica's requests hold at once (more wait); ``stream_options`` are the StreamOptions
     fields of live sessions.
     """
@@ -203,7 +205,7 @@ class Transcriber:
         """Apply a new ``user_config`` (batch size, budget, wait) without restarting."""
         self._replica.reconfigure(user_config)
 
-    def _options(self, name: str, task: Task, language: str | None = None) -> TranscribeOptions:
+    def _options(self, name: str, task: Task, language: str | None = None) -> tuple[AsrOptions, ModelRun]:
         overrides = self._replica.overrides if language is None else {**self._replica.overrides, "language": language}
         return transcribe_options(self._replica.sources[name], overrides, task=task, gpus=self._gpus)
 
@@ -274,7 +276,7 @@ class Transcriber:
         if (name, task, language) in self._languages:
             return None
         try:
-            detect_backend(self._replica.sources[name], self._options(name, task, language))
+            detect_backend(self._replica.sources[name], self._options(name, task, language)[0], self._replica.device)
         except ModelError as err:
             return str(err)
         self._languages.add((name, task, language))
@@ -291,6 +293,7 @@ class Transcriber:
 
 __all__ = [
     "DEPLOYMENT",
+    "NOT_SERVED",
     "SERVING_MAX_DURATION_S",
     "AsrBatching",
     "AsrRequest",

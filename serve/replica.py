@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from ray import serve
 from ray.serve import Deployment
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 M = TypeVar("M")
+RowsT = TypeVar("RowsT", bound=BaseModel)
+RunT = TypeVar("RunT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -270,3 +273,24 @@ def _set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def served_options(section: str, overrides: dict[str, Any], rows: type[RowsT], run: type[RunT],
+                   refused: dict[str, str], **fixed: Any) -> tuple[RowsT, RunT]:
+    """A served model's options from the app's ``asr_options``/``tts_options`` (``section``):
+    the fields of ``rows`` (what the model's answers depend on, as the job's rows do) and of
+    ``run`` (how a model instance runs: batching, threads), with ``fixed`` (the model, the task)
+    over them. ``refused``: fields of ``rows`` a Serve config cannot set -> why.
+
+    Raises ``ValueError`` naming a field a server cannot set, ``pydantic.ValidationError``
+    naming a bad value.
+    """
+    allowed = (set(rows.model_fields) | set(run.model_fields)) - set(refused)
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        why = "; ".join(f"{name}: {refused[name]}" for name in unknown if name in refused)
+        raise ValueError(f"{section}: {', '.join(unknown)} cannot be set for serving{f' ({why})' if why else ''}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    values = {**overrides, **fixed}
+    return (rows.model_validate({k: v for k, v in values.items() if k in rows.model_fields}),
+            run.model_validate({k: v for k, v in values.items() if k in run.model_fields}))

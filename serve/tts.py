@@ -27,20 +27,23 @@ import numpy as np
 from pydantic import Field
 
 from serve.batcher import Batching
-from serve.replica import ModelReplica, Rejected, model_deployment
-from speech.options import SynthesizeOptions
+from serve.replica import ModelReplica, Rejected, model_deployment, served_options
+from speech.options import TtsOptions, TtsRun
 from speech.text import TextError
 from speech.tts import TextFrontEnd, TtsModel, Utterance, load_front_end, load_model
 from speech.tts.frontend import check_speed, join_pieces, prepare_row
 
 DEPLOYMENT = "Synthesizer"
 
-#: SynthesizeOptions fields a server may set (``tts_options``): those that decide the audio.
-SERVING_OPTIONS = frozenset(
-    {"backend", "voice", "seed", "language", "normalize", "unknown_chars", "max_text_chars", "max_piece_chars",
-     "sentence_pause_s", "speed", "refine_text", "temperature", "top_p", "top_k", "max_new_tokens", "batch_size",
-     "torch_threads"}
-)
+#: TtsOptions fields a Serve config's ``tts_options`` cannot set, and why. Every other field of
+#: TtsOptions (what the audio depends on, as a job's rows do) and of TtsRun (a model's batch
+#: size and threads) can.
+NOT_SERVED = {
+    "model": "the served models are tts_models",
+    "voices": "dealing voices is for a corpus; a request names its voice",
+    "format": "a request's response_format decides it",
+    "embed_audio": "a server answers with audio, not Parquet rows",
+}
 
 
 class TtsBatching(Batching):
@@ -69,26 +72,23 @@ class SpeechChunk:
     batch_size: int  # pieces in the model call that made this one
 
 
-def synthesize_options(source: str, overrides: dict[str, Any]) -> SynthesizeOptions:
-    """The job options a served model runs with: ``overrides`` (``tts_options``) on the defaults.
+def synthesize_options(source: str, overrides: dict[str, Any]) -> tuple[TtsOptions, TtsRun]:
+    """The options a served model ``source`` runs with: ``overrides`` (``tts_options``) on the
+    defaults.
 
     Raises ``ValueError`` naming a field a server cannot set, ``pydantic.ValidationError``
     for bad values.
     """
-    unknown = sorted(set(overrides) - SERVING_OPTIONS)
-    if unknown:
-        raise ValueError(f"tts_options: {', '.join(unknown)} cannot be set for serving; allowed: {', '.join(sorted(SERVING_OPTIONS))}")
-    # The server has no corpus: the two fields a job must have get placeholders nothing reads.
-    return SynthesizeOptions(input="<http>", output="<http>", model=source, **overrides)
+    return served_options("tts_options", overrides, TtsOptions, TtsRun, NOT_SERVED, model=source)
 
 
 class _Model:
     """One served TTS model in a replica: the job's front end and model of it."""
 
-    def __init__(self, options: SynthesizeOptions, device: str):
-        self.options = options
-        self.front_end: TextFrontEnd = load_front_end(options)
-        self.model: TtsModel = load_model(options, device)
+    def __init__(self, options: tuple[TtsOptions, TtsRun], device: str):
+        self.options, run = options
+        self.front_end: TextFrontEnd = load_front_end(self.options)
+        self.model: TtsModel = load_model(self.options, device, run)
 
     def prepare(self, request: SpeechRequest) -> list[Utterance] | Rejected:
         """The request's pieces, as the job's front end stage makes them for a row."""
@@ -127,7 +127,7 @@ class Synthesizer:
     """Speech synthesis replica: several multiplexed models, budgeted dynamic batching.
 
     Args: as :class:`serve.replica.ModelReplica`'s; ``options`` are the ``tts_options``, the
-    SynthesizeOptions every model runs with.
+    TtsOptions and TtsRun fields every model runs with.
     """
 
     async def __init__(self, models: dict[str, str], options: dict[str, Any], max_models: int):
@@ -169,4 +169,4 @@ class Synthesizer:
         return self._replica.describe()
 
 
-__all__ = ["DEPLOYMENT", "SpeechChunk", "SpeechRequest", "Synthesizer", "TtsBatching", "synthesize_options"]
+__all__ = ["DEPLOYMENT", "NOT_SERVED", "SpeechChunk", "SpeechRequest", "Synthesizer", "TtsBatching", "synthesize_options"]

@@ -213,7 +213,7 @@ def job_texts(inputs: list[str], model: Path, output: Path, **options) -> dict[s
 
     options = TranscribeOptions(inputs=inputs, output=str(output), model=str(model), cpus_per_actor=0.5, **options)
     table = probe_batch(resolve_inputs(options.inputs))
-    kind = detect_model(options.model, options)
+    kind = detect_model(options.model, options.asr)
     recognize = RecognizeUnits(options, kind)
     prepare = PrepareUnits(options, kind)
     rows = pa.concat_tables([recognize(unit) for unit in prepare(table)]).to_pylist()

@@ -545,8 +545,8 @@ def test_real_whisper_streamed_words_equal_the_offline_words(real_whisper_dir, t
     from speech.options import StreamOptions, TranscribeOptions
 
     options = TranscribeOptions(inputs=["unused"], output="unused", model=str(real_whisper_dir), language="en")
-    front_end = load_front_end(options.model, options)
-    model = StreamingModel(front_end, load_recognizer(options.model, options, "cpu"), default_vad(), StreamOptions())
+    front_end = load_front_end(options.model, options.asr)
+    model = StreamingModel(front_end, load_recognizer(options.model, options.asr, "cpu", run=options.run), default_vad(), StreamOptions())
     for clip in ENGLISH[:3]:  # each clip is a real-weights job and a stream: three keep CI short
         pcm = pcm16(clip)
         resampler = StreamResampler(RATE, front_end.sample_rate)

@@ -185,7 +185,9 @@ def test_rayjob_entrypoint_is_the_cli_with_a_valid_config(name):
     # override the config, as in the command handlers.
     args = parser.parse_args([str(config) if a == config_in_image else a for a in argv[1:]])
     cls = getattr(options, OPTIONS_OF[command])
-    overrides = {key: value for key, value in vars(args).items() if key in cls.model_fields}
+    from cli.flags import option_values
+
+    overrides = option_values(args, cls)
     loaded = options.load_options(cls, args.config, overrides)
     assert loaded.output == argv[argv.index("-o") + 1]
 

@@ -86,7 +86,8 @@ def test_int8_transcripts_are_close_to_float(exports, corpus):
     texts = {}
     for name in ("ctc-xlsr", "ctc-xlsr-int8"):
         options = TranscribeOptions(inputs=corpus, output="unused", model=str(exports[name]))
-        front_end, recognizer = load_front_end(options.model, options), load_recognizer(options.model, options, "cpu")
+        front_end = load_front_end(options.model, options.asr)
+        recognizer = load_recognizer(options.model, options.asr, "cpu", run=options.run)
         assert recognizer.engine == "onnxruntime"
         rows = [json.loads(line) for line in (SAMPLES / "manifest.jsonl").read_text().splitlines()]
         windows = [front_end.windows(decode(str(SAMPLES / r["path"]), RATE)) for r in rows]
@@ -159,7 +160,7 @@ def kokoro_pair():
     export = onnx_export(FIXTURES_DIR, source)
     options = {name: SynthesizeOptions(input="x", output="y", model=str(path), speed=1.2)
                for name, path in (("torch", source), ("onnx", export))}
-    return options, load_front_end(options["onnx"]), {name: load_model(o, "cpu") for name, o in options.items()}
+    return options, load_front_end(options["onnx"].tts), {name: load_model(o.tts, "cpu", o.run) for name, o in options.items()}
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> float:

@@ -125,6 +125,11 @@ def test_resume_drops_partial_files_and_refuses_a_different_job(tmp_path):
     assert not (out / "partial.parquet").exists()
     with pytest.raises(OutputError, match="differs in: model"):
         open_output(str(out), job={**job, "model": "other"}, overwrite=False)
+    # An option added since _job.json was written resumes while it keeps its default, not otherwise.
+    with open_output(str(out), job={**job, "pack": False}, overwrite=False, defaults={"pack": False}) as newer:
+        assert newer.done_ids == {"a", "b"}
+    with pytest.raises(OutputError, match="differs in: pack"):
+        open_output(str(out), job={**job, "pack": True}, overwrite=False, defaults={"pack": False})
     with open_output(str(out), job={**job, "model": "other"}, overwrite=True) as replaced:
         assert replaced.done_ids == frozenset()
     assert sorted(p.name for p in out.iterdir()) == ["_job.json"]

@@ -155,6 +155,25 @@ def test_config_is_a_serve_config_as_it_stands():
             assert deployment["max_ongoing_requests"] >= 2 * deployment["user_config"]["max_batch_size"]
 
 
+def test_serving_takes_the_rows_part_without_the_refused_fields():
+    from serve import asr, tts
+    from speech.options import AsrOptions, TtsOptions
+
+    options, run = asr.transcribe_options("m", {"beam_size": 2, "torch_threads": 3}, task="translate")
+    assert isinstance(options, AsrOptions) and (options.model, options.task, options.beam_size) == ("m", "translate", 2)
+    assert run.threads == 3
+    with pytest.raises(ValueError, match=r"asr_options: model, task cannot be set for serving \(model: .*task: "):
+        asr.transcribe_options("m", {"model": "x", "task": "translate"})
+    with pytest.raises(ValueError, match=r"asr_options: actors cannot be set"):
+        asr.transcribe_options("m", {"actors": 2})
+    served, _ = tts.synthesize_options("m", {"seed": 3, "batch_size": 2})
+    assert isinstance(served, TtsOptions) and served.seed == 3
+    for name in tts.NOT_SERVED:  # refused: each a field of the rows part, with its reason
+        assert name in TtsOptions.model_fields
+    for name in asr.NOT_SERVED:
+        assert name in AsrOptions.model_fields
+
+
 def test_speech_serve_rejects_a_bad_model_before_starting_ray(tmp_path):
     started = time.perf_counter()
     result = subprocess.run(

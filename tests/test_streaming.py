@@ -45,7 +45,7 @@ def vad() -> SileroVad:
 def ctc(checkpoints, vad):
     """``(front end, recognizer, vad)`` of the tiny XLSR-style CTC checkpoint."""
     options = TranscribeOptions(inputs=["unused"], output="unused", model=str(checkpoints["ctc-xlsr"]))
-    return load_front_end(options.model, options), load_recognizer(options.model, options, "cpu"), vad
+    return load_front_end(options.model, options.asr), load_recognizer(options.model, options.asr, "cpu", run=options.run), vad
 
 
 def offline(parts, audio: np.ndarray) -> str:
@@ -243,7 +243,7 @@ def test_whisper_partials_release_the_words_two_decodes_agree_on():
 
 def test_whisper_completed_text_is_the_offline_transcript(checkpoints, vad):
     options = TranscribeOptions(inputs=["unused"], output="unused", model=str(checkpoints["whisper"]), max_new_tokens=8)
-    front_end, recognizer = load_front_end(options.model, options), load_recognizer(options.model, options, "cpu")
+    front_end, recognizer = load_front_end(options.model, options.asr), load_recognizer(options.model, options.asr, "cpu", run=options.run)
     options = StreamOptions(partial_interval_s=None)  # partials: the test above and tests/test_live.py
     model = StreamingModel(front_end, recognizer, vad, options)
     events = transcribe_live(model, "whisper", CLIP, options, language="en")

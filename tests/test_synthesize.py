@@ -92,14 +92,14 @@ def test_vocos_batched_decode_keeps_each_clip_exact(tts):
 def vits(tts):
     """``(options, front end, model)`` of the VITS fixture, loaded once (uroman alone takes seconds)."""
     options = _options(tts["tts-vits"])
-    return options, load_front_end(options), load_model(options, "cpu")
+    return options, load_front_end(options.tts), load_model(options.tts, "cpu", options.run)
 
 
 def test_vits_batched_equals_single_and_reruns_identically(vits):
     options, front_end, model = vits
     utterances = _prepare(front_end, ["안녕하세요.", "hello world, this is longer", "오늘 날씨가 좋네요! 정말 좋아요."])
     _assert_batch_equals_single(model, utterances)
-    again = load_model(options, "cpu").synthesize(utterances)
+    again = load_model(options.tts, "cpu", options.run).synthesize(utterances)
     assert all(np.array_equal(a, b) for a, b in zip(model.synthesize(utterances), again))
     other_seed = _prepare(front_end, ["안녕하세요."], seed=99)
     assert not np.array_equal(model.synthesize(other_seed)[0][:100], model.synthesize(utterances[:1])[0][:100])
@@ -144,7 +144,7 @@ def test_vits_front_end_rejects_what_it_cannot_say(vits):
 @pytest.fixture(scope="module")
 def chattts(tts):
     options = _options(tts["tts-chattts"], max_new_tokens=12, batch_size=4)
-    return load_front_end(options), load_model(options, "cpu")
+    return load_front_end(options.tts), load_model(options.tts, "cpu", options.run)
 
 
 def test_chattts_decoder_and_vocos_batch_with_exact_lengths(chattts):
@@ -197,7 +197,7 @@ def test_chattts_voices_and_unsayable_text(chattts):
 def kokoro():
     path = build_kokoro_fixture(FIXTURES_DIR)
     options = _options(path, max_piece_chars=40)
-    return load_front_end(options), load_model(options, "cpu")
+    return load_front_end(options.tts), load_model(options.tts, "cpu", options.run)
 
 
 def test_kokoro_espeak_g2p_offline_and_batch_independent(kokoro):
@@ -317,7 +317,7 @@ def test_job_end_to_end_with_round_trip_gate(tts, checkpoints, ray_local, tmp_pa
     assert decoded == len(_GOOD)
 
     # Each row's audio equals synthesizing that row alone (16-bit files: one PCM step).
-    front_end, model = load_front_end(options), load_model(options, "cpu")
+    front_end, model = load_front_end(options.tts), load_model(options.tts, "cpu", options.run)
     pause = np.zeros(int(round(options.sentence_pause_s * model.sample_rate)), np.float32)
     for row_id, text in _GOOD.items():
         prepared = prepare_row(front_end, text, voice=None, language=None, seed=0, max_text_chars=300,

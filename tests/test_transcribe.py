@@ -103,7 +103,7 @@ def test_model_stage_runs_the_batches_prepare_planned(checkpoints, mixed_corpus,
     # plan it is given without planning again.
     options = TranscribeOptions(inputs=[str(mixed_corpus)], output="unused", model=str(checkpoints["ctc-base"]),
                                 batch_seconds=10, chunk_length_s=8, torch_threads=1)
-    kind = detect_model(options.model, options)  # once, as the driver does
+    kind = detect_model(options.model, options.asr)  # once, as the driver does
     prepare, recognize = transcribe.PrepareUnits(options, kind), transcribe.RecognizeUnits(options, kind)
     blocks = list(prepare(transcribe.probe_batch(resolve_inputs(options.inputs))))
     units = [unit for block in blocks for unit in read_units(block)]

@@ -23,7 +23,7 @@ from jobs.units import Item
 from speech.asr import ModelError, detect_backend, detect_model, load_front_end, load_recognizer
 from speech.asr.whisper import WhisperFrontEnd, WhisperRecognizer
 from speech.audio import decode
-from speech.options import DecodingOptions, TranscribeOptions
+from speech.options import AsrOptions, DecodingOptions, TranscribeOptions
 
 RATE = 16_000
 MAX_NEW_TOKENS = 24  # random decoders babble; every call is bounded
@@ -274,15 +274,15 @@ def test_vad_windows_map_onto_the_original_timeline(model, clips):
 def test_registry_and_options(model, checkpoints):
     assert detect_backend(model) == "whisper"
     options = TranscribeOptions(inputs=["x"], output="y", model=model, language="auto", timestamps="word", vad=True)
-    assert options.language is None and detect_backend(model, options) == "whisper"
-    assert isinstance(load_front_end(model, options), WhisperFrontEnd)
-    recognizer = load_recognizer(model, options.model_copy(update={"language": "ko"}), "cpu")
+    assert options.language is None and detect_backend(model, options.asr) == "whisper"
+    assert isinstance(load_front_end(model, options.asr), WhisperFrontEnd)
+    recognizer = load_recognizer(model, options.model_copy(update={"language": "ko"}).asr, "cpu")
     assert (recognizer.backend, recognizer.language, recognizer.timestamps) == ("whisper", "ko", "word")
     with pytest.raises(ModelError, match="'klingon' is not one this model knows"):
-        detect_backend(model, options.model_copy(update={"language": "klingon"}))
+        detect_backend(model, options.model_copy(update={"language": "klingon"}).asr)
     ctc = str(checkpoints["ctc-xlsr"])
     with pytest.raises(ModelError, match=r"task 'translate'.*CTC"):
-        detect_backend(ctc, TranscribeOptions(inputs=["x"], output="y", model=ctc, task="translate"))
+        detect_backend(ctc, AsrOptions(model=ctc, task="translate"))
 
 
 def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
@@ -295,7 +295,7 @@ def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
     audio = list(clips.values())
     items = [Item(f"f{k}", "", windows=prepare.front_end.windows(audio[k % len(audio)])) for k in range(20)]
     assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 8, 8]
-    assert load_recognizer(model, options, "cpu").batch_size == 8
+    assert load_recognizer(model, options.asr, "cpu", run=options.run).batch_size == 8
     assert options.budget_s("ctc") == 10.0  # a CTC model's batches count audio: 10 s on a CPU
 
 
@@ -305,7 +305,7 @@ def test_front_end_plans_the_engine_calls_the_recognizer_makes(model, clips, con
     # must plan alike, first windows first, one window rank per call when conditioning.
     options = TranscribeOptions(inputs=["x"], output="y", model=model, batch_seconds=60, temperature=0,
                                 condition_on_previous_text=condition, max_new_tokens=MAX_NEW_TOKENS)
-    front_end, recognizer = load_front_end(model, options), load_recognizer(model, options, "cpu")
+    front_end, recognizer = load_front_end(model, options.asr), load_recognizer(model, options.asr, "cpu", run=options.run)
     audio = list(clips.values())
     # Files of 1, 3 and 2 windows of 30 s.
     utterances = [front_end.windows(np.tile(audio[k], 1 + 25 * n)[: (30 * n + 5) * RATE]) for k, n in enumerate((0, 2, 1))]

@@ -19,7 +19,7 @@ from pathlib import Path
 from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 
 from speech.asr.base import FrontEnd, Recognizer, Transcript, Window
-from speech.options import TranscribeOptions
+from speech.options import AsrOptions, ModelRun
 
 __all__ = [
     "FrontEnd",
@@ -51,12 +51,12 @@ class ModelKind:
 class _Backend:
     """How to build one backend's two halves, and how to check options against a checkpoint."""
 
-    front_end: Callable[[str, TranscribeOptions], FrontEnd]
-    recognizer: Callable[[str, TranscribeOptions, str], Recognizer]  # (model, options, device)
-    check: Callable[[str, TranscribeOptions], None]  # raises ValueError naming the option
+    front_end: Callable[[str, AsrOptions], FrontEnd]
+    recognizer: Callable[[str, AsrOptions, str, ModelRun], Recognizer]  # (model, options, device, run)
+    check: Callable[[str, AsrOptions, str], None]  # (model, options, device); raises ValueError naming the option
 
 
-def _ctc_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
+def _ctc_front_end(model: str, options: AsrOptions) -> FrontEnd:
     from speech.asr.ctc import CtcFrontEnd
 
     return CtcFrontEnd(
@@ -65,15 +65,15 @@ def _ctc_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
     )
 
 
-def _ctc_recognizer(engine: str) -> Callable[[str, TranscribeOptions, str], Recognizer]:
-    def load(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+def _ctc_recognizer(engine: str) -> Callable[[str, AsrOptions, str, ModelRun], Recognizer]:
+    def load(model: str, options: AsrOptions, device: str, run: ModelRun) -> Recognizer:
         from speech.asr.ctc import CtcRecognizer
 
         return CtcRecognizer(
             model,
             device=device,
             dtype=options.dtype,
-            batch_seconds=options.budget_s("ctc"),
+            batch_seconds=run.batch_budget_s("ctc", device),
             strict_padding=options.strict_padding,
             engine=engine,
         )
@@ -81,7 +81,7 @@ def _ctc_recognizer(engine: str) -> Callable[[str, TranscribeOptions, str], Reco
     return load
 
 
-def _check_ctc(model: str, options: TranscribeOptions) -> None:
+def _check_ctc(model: str, options: AsrOptions, device: str) -> None:
     if options.task != "transcribe":
         raise ValueError(f"task {options.task!r}: model {model!r} is a CTC model, which can only transcribe")
     if options.pack:
@@ -89,19 +89,19 @@ def _check_ctc(model: str, options: TranscribeOptions) -> None:
     _no_compute_type(model, options)
 
 
-def _check_ctc_onnx(model: str, options: TranscribeOptions) -> None:
+def _check_ctc_onnx(model: str, options: AsrOptions, device: str) -> None:
     from transformers import AutoFeatureExtractor
 
     from speech.asr.ctc_onnx import check_ctc_model
 
-    _check_ctc(model, options)
+    _check_ctc(model, options, device)
     if options.dtype != "float32":
         raise ValueError(f"dtype {options.dtype}: ONNX model {model} runs at the precision it was exported with; use dtype float32")
     attention_mask = bool(AutoFeatureExtractor.from_pretrained(model).return_attention_mask)
     check_ctc_model(model, attention_mask=attention_mask)
 
 
-def _no_compute_type(model: str, options: TranscribeOptions) -> None:
+def _no_compute_type(model: str, options: AsrOptions) -> None:
     if options.compute_type is not None:
         raise ValueError(
             f"compute_type {options.compute_type!r}: model {model!r} is not a CTranslate2 model, and its precision "
@@ -109,7 +109,7 @@ def _no_compute_type(model: str, options: TranscribeOptions) -> None:
         )
 
 
-def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
+def _whisper_front_end(model: str, options: AsrOptions) -> FrontEnd:
     from speech.asr.whisper import WhisperFrontEnd
 
     # Audio padding as transformers' pipeline.
@@ -117,7 +117,7 @@ def _whisper_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
                            condition_on_previous_text=options.condition_on_previous_text, pack=options.pack)
 
 
-def _whisper_ct2_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
+def _whisper_ct2_front_end(model: str, options: AsrOptions) -> FrontEnd:
     from speech.asr.whisper import WhisperFrontEnd
 
     # Log-mel padding as openai-whisper and faster-whisper.
@@ -125,16 +125,16 @@ def _whisper_ct2_front_end(model: str, options: TranscribeOptions) -> FrontEnd:
                            condition_on_previous_text=options.condition_on_previous_text, pack=options.pack)
 
 
-def _whisper_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+def _whisper_recognizer(model: str, options: AsrOptions, device: str, run: ModelRun) -> Recognizer:
     from speech.asr.whisper import WhisperRecognizer
 
-    return WhisperRecognizer(model, device=device, dtype=options.dtype, **_whisper_options(options))
+    return WhisperRecognizer(model, device=device, dtype=options.dtype, **_whisper_options(options, device, run))
 
 
-def _whisper_options(options: TranscribeOptions) -> dict:
-    """What both Whisper engines take from the job's options."""
+def _whisper_options(options: AsrOptions, device: str, run: ModelRun) -> dict:
+    """What both Whisper engines take from the options."""
     return dict(
-        batch_seconds=options.budget_s("whisper"),
+        batch_seconds=run.batch_budget_s("whisper", device),
         language=options.language,
         task=options.task,
         timestamps=options.timestamps,
@@ -144,24 +144,24 @@ def _whisper_options(options: TranscribeOptions) -> dict:
     )
 
 
-def _whisper_ct2_recognizer(model: str, options: TranscribeOptions, device: str) -> Recognizer:
+def _whisper_ct2_recognizer(model: str, options: AsrOptions, device: str, run: ModelRun) -> Recognizer:
     from speech.asr.whisper_ct2 import Ct2WhisperRecognizer
 
     return Ct2WhisperRecognizer(
-        model, device=device, compute_type=options.compute_type, threads=options.threads, **_whisper_options(options)
+        model, device=device, compute_type=options.compute_type, threads=run.threads,
+        **_whisper_options(options, device, run),
     )
 
 
-def _check_whisper_ct2(model: str, options: TranscribeOptions) -> None:
+def _check_whisper_ct2(model: str, options: AsrOptions, device: str) -> None:
     from speech.asr.whisper_ct2 import check_model
 
     if "dtype" in options.model_fields_set and options.dtype != "float32":
         raise ValueError(f"dtype {options.dtype!r}: model {model!r} is a CTranslate2 model; set its precision with compute_type")
-    device = "cuda" if options.gpus_per_actor > 0 else "cpu"
     check_model(model, language=options.language, task=options.task, compute_type=options.compute_type, device=device)
 
 
-def _check_whisper(model: str, options: TranscribeOptions) -> None:
+def _check_whisper(model: str, options: AsrOptions, device: str) -> None:
     from speech.asr.whisper import check_generation_config
 
     try:
@@ -192,27 +192,28 @@ def _backend_name(config: PretrainedConfig) -> str | None:
     return None
 
 
-def detect_model(model: str, options: TranscribeOptions | None = None) -> ModelKind:
+def detect_model(model: str, options: AsrOptions | None = None, device: str = "cpu") -> ModelKind:
     """The backend and engine of ``model`` (see the module docstring).
 
     Reads only configs and the model.bin header (no weights), so the driver can reject a bad
     model - a truncated or foreign model.bin, a model split in parts, an unsupported
-    architecture - or, given ``options``, options the model cannot honour (a language it does
-    not know, word timestamps without alignment heads, ...) before any actor starts.
+    architecture - or, given ``options``, options the model cannot honour on ``device`` (a
+    language it does not know, word timestamps without alignment heads, ...) before any actor
+    starts.
     """
     kind = _ctranslate2_kind(model) or _onnx_kind(model) or ModelKind(_transformers_backend(model), "transformers")
     if options is not None:
         try:
-            _BACKENDS[kind].check(model, options)
+            _BACKENDS[kind].check(model, options, device)
         except ValueError as err:
             raise ModelError(str(err)) from err
     return kind
 
 
-def detect_backend(model: str, options: TranscribeOptions | None = None) -> str:
+def detect_backend(model: str, options: AsrOptions | None = None, device: str = "cpu") -> str:
     """``"whisper"`` for a Whisper model (either engine), ``"ctc"`` for a ``*ForCTC`` checkpoint;
     see :func:`detect_model`."""
-    return detect_model(model, options).backend
+    return detect_model(model, options, device).backend
 
 
 def _ctranslate2_kind(model: str) -> ModelKind | None:
@@ -260,16 +261,18 @@ def _transformers_backend(model: str) -> str:
     return name
 
 
-def load_front_end(model: str, options: TranscribeOptions, kind: ModelKind | None = None) -> FrontEnd:
+def load_front_end(model: str, options: AsrOptions, kind: ModelKind | None = None) -> FrontEnd:
     """The CPU front end for ``model``; ``kind``: as :func:`detect_model` found it (a job's driver
     detects once and passes it to its actors), None: detected here."""
     return _BACKENDS[kind or detect_model(model)].front_end(model, options)
 
 
-def load_recognizer(model: str, options: TranscribeOptions, device: str, kind: ModelKind | None = None) -> Recognizer:
-    """The recognizer for ``model`` on ``device``, batching as ``options`` say; ``kind`` as for
-    :func:`load_front_end`."""
-    return _BACKENDS[kind or detect_model(model)].recognizer(model, options, device)
+def load_recognizer(model: str, options: AsrOptions, device: str, kind: ModelKind | None = None,
+                    run: ModelRun | None = None) -> Recognizer:
+    """The recognizer for ``model`` on ``device``, decoding as ``options`` say; ``kind`` as for
+    :func:`load_front_end`; ``run``: its batch budget and threads (a job's ``options.run``;
+    None: the defaults)."""
+    return _BACKENDS[kind or detect_model(model)].recognizer(model, options, device, run or ModelRun())
 
 
 def _first_line(err: Exception) -> str:

@@ -25,7 +25,7 @@ from speech.asr import ModelError, _first_line
 from speech.asr.base import Batches, Window
 from speech.asr.ctc import TORCH_DTYPES, CtcFrontEnd, exact_lengths, padded_batch, torch_inputs
 from speech.batching import plan_windows, run_planned
-from speech.options import EmbedOptions
+from speech.options import EmbeddingOptions
 
 Layer = int | Literal["all"]
 Pooling = Literal["mean", "none"]
@@ -83,7 +83,7 @@ def inspect_model(model: str) -> EmbeddingModel:
     )
 
 
-def load_embed_front_end(model: str, options: EmbedOptions) -> CtcFrontEnd:
+def load_embed_front_end(model: str, options: EmbeddingOptions) -> CtcFrontEnd:
     """The CPU front end of ``speech embed``: the CTC one, chunking as transcription does."""
     return CtcFrontEnd(model, chunk_length_s=options.chunk_length_s, stride_length_s=options.stride_length_s,
                        strict_padding=options.strict_padding)

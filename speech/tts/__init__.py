@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from speech.options import SynthesizeOptions
+from speech.options import TtsOptions, TtsRun
 from speech.tts.base import TextFrontEnd, TtsModel, Utterance, Voice
 
 __all__ = ["ModelError", "TextFrontEnd", "TtsModel", "Utterance", "Voice", "check_options", "detect_backend",
@@ -32,8 +32,8 @@ class _Backend:
     # (directory, its config) -> whether the checkpoint is this backend's, reading no weights; the
     # config is config.json's mapping (None: there is none), read on the first call.
     recognizes: Callable[[Path, Callable[[], dict | None]], bool]
-    front_end: Callable[[str, SynthesizeOptions, int], TextFrontEnd]  # (model, options, max_piece_chars)
-    model: Callable[[str, SynthesizeOptions, str], TtsModel]  # (model, options, device)
+    front_end: Callable[[str, TtsOptions, int], TextFrontEnd]  # (model, options, max_piece_chars)
+    model: Callable[[str, TtsOptions, str, TtsRun], TtsModel]  # (model, options, device, run)
     piece_chars: int  # longest piece given to the model at once when the options do not say (characters)
     speed: bool  # takes a speaking rate per utterance (``Utterance.speed``)
 
@@ -54,31 +54,31 @@ def _is_vits(path: Path, config: Callable[[], dict | None]) -> bool:
     return found is not None and found.get("model_type") == "vits"
 
 
-def _vits_front_end(model: str, options: SynthesizeOptions, max_piece_chars: int) -> TextFrontEnd:
+def _vits_front_end(model: str, options: TtsOptions, max_piece_chars: int) -> TextFrontEnd:
     from speech.tts.vits import VitsFrontEnd
 
     return VitsFrontEnd(model, max_piece_chars=max_piece_chars)
 
 
-def _vits_model(model: str, options: SynthesizeOptions, device: str) -> TtsModel:
+def _vits_model(model: str, options: TtsOptions, device: str, run: TtsRun) -> TtsModel:
     from speech.tts.vits import VitsTts
 
     return VitsTts(model, device=device)
 
 
-def _chattts_front_end(model: str, options: SynthesizeOptions, max_piece_chars: int) -> TextFrontEnd:
+def _chattts_front_end(model: str, options: TtsOptions, max_piece_chars: int) -> TextFrontEnd:
     from speech.tts.chattts import ChatTtsFrontEnd
 
     return ChatTtsFrontEnd(model, max_piece_chars=max_piece_chars)
 
 
-def _chattts_model(model: str, options: SynthesizeOptions, device: str) -> TtsModel:
+def _chattts_model(model: str, options: TtsOptions, device: str, run: TtsRun) -> TtsModel:
     from speech.tts.chattts import ChatTts
 
     return ChatTts(
         model,
         device=device,
-        batch_size=options.batch_size,
+        batch_size=run.batch_size,
         refine_text=options.refine_text,
         temperature=options.temperature,
         top_p=options.top_p,
@@ -87,13 +87,13 @@ def _chattts_model(model: str, options: SynthesizeOptions, device: str) -> TtsMo
     )
 
 
-def _kokoro_front_end(model: str, options: SynthesizeOptions, max_piece_chars: int) -> TextFrontEnd:
+def _kokoro_front_end(model: str, options: TtsOptions, max_piece_chars: int) -> TextFrontEnd:
     from speech.tts.kokoro import KokoroFrontEnd
 
     return KokoroFrontEnd(model, max_piece_chars=max_piece_chars, default_voice=options.voice)
 
 
-def _kokoro_model(model: str, options: SynthesizeOptions, device: str) -> TtsModel:
+def _kokoro_model(model: str, options: TtsOptions, device: str, run: TtsRun) -> TtsModel:
     from speech.onnx_model import is_onnx_model
 
     if is_onnx_model(model):  # exported by `speech convert onnx`: runs on onnxruntime
@@ -153,7 +153,7 @@ def takes_speed(backend: str) -> bool:
     return _BACKENDS[backend].speed
 
 
-def check_options(options: SynthesizeOptions) -> str:
+def check_options(options: TtsOptions) -> str:
     """The backend of ``options.model``, once the options are checked against it (reads no weights).
 
     Raises ``ModelError`` naming the option the backend cannot honour.
@@ -165,7 +165,7 @@ def check_options(options: SynthesizeOptions) -> str:
     return backend
 
 
-def load_front_end(options: SynthesizeOptions) -> TextFrontEnd:
+def load_front_end(options: TtsOptions) -> TextFrontEnd:
     """The CPU text front end of ``options.model``."""
     backend = detect_backend(options.model, options.backend)
     spec = _BACKENDS[backend]
@@ -175,11 +175,12 @@ def load_front_end(options: SynthesizeOptions) -> TextFrontEnd:
         raise ModelError(f"cannot load the {backend} front end of {options.model!r}: {err}") from err
 
 
-def load_model(options: SynthesizeOptions, device: str) -> TtsModel:
-    """A model replica of ``options.model`` on ``device``. Per-utterance knobs (voice, speed)
-    come with each :class:`Utterance`, so one replica serves every voice and speed."""
+def load_model(options: TtsOptions, device: str, run: TtsRun | None = None) -> TtsModel:
+    """A model replica of ``options.model`` on ``device``, batching as ``run`` says (a job's
+    ``options.run``; None: the defaults). Per-utterance knobs (voice, speed) come with each
+    :class:`Utterance`, so one replica serves every voice and speed."""
     backend = detect_backend(options.model, options.backend)
     try:
-        return _BACKENDS[backend].model(options.model, options, device)
+        return _BACKENDS[backend].model(options.model, options, device, run or TtsRun())
     except (OSError, ValueError, KeyError) as err:
         raise ModelError(f"cannot load the {backend} model {options.model!r}: {err}") from err
