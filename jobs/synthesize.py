@@ -11,15 +11,15 @@ Stages (each a Ray Data operator, streaming; the driver only reads the text tabl
    length by the backend where it batches, then joined back per row with short pauses.
 4. **write** (CPU tasks): encode FLAC/WAV, write ``OUTPUT/audio/<id>.<fmt>`` through fsspec,
    and emit rows with ``SYNTHESIS_SCHEMA``; Ray Data writes them as Parquet under OUTPUT.
-5. optionally **verify**: transcribe the written audio with the transcription job and add
-   ``asr_text``/``cer`` (rows above ``max_cer`` get an error), then ``_summary.json``.
+5. optionally **verify** (:mod:`jobs.verify`): transcribe the written audio with the
+   transcription job and add ``asr_text``/``cer`` (rows above ``max_cer`` get an error),
+   then ``_summary.json``.
 
 Every input row reaches the output exactly once, with its audio or its error.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -29,12 +29,12 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import ray
 import soundfile as sf
 
 from jobs import output as output_files
-from jobs.output import AUDIO_DIR, VERIFY_DIR, count_rows, open_output, parquet_files, replace_table, write_summary
+from jobs import verify
+from jobs.output import AUDIO_DIR, count_rows, open_output, write_summary
 from speech.audio import encode_audio
 from speech.files import UnsafeName, file_name, is_environment_error
 from speech.options import SynthesizeOptions
@@ -257,7 +257,7 @@ def run(options: SynthesizeOptions) -> Summary:
     # written are skipped) unless the job differs; --overwrite starts afresh.
     with open_output(options.output, job=_job(options, backend), overwrite=options.overwrite, inputs=[options.input],
                      schema=SYNTHESIS_SCHEMA, columns=("id", "text"), defaults=options.result_defaults()) as output:
-        _remove_verify_leftovers(options.output)
+        verify.remove_leftovers(options.output)
         removed, changed = _stale_rows(corpus, output.done)
         output.drop([*removed, *changed])
         _remove_audio(options, removed)
@@ -268,7 +268,7 @@ def run(options: SynthesizeOptions) -> Summary:
                  corpus.num_rows - todo.num_rows, len(changed), len(removed))
         if todo.num_rows:
             _pipeline(options, backend, todo).write_parquet(options.output, schema=SYNTHESIS_SCHEMA)
-        verification = verify(options) if options.verify_with else None
+        verification = verify.round_trip(options) if options.verify_with else None
         return summarize(options, backend, time.perf_counter() - started, verification,
                          changed=len(changed), removed=len(removed))
 
@@ -341,67 +341,6 @@ def _pipeline(options: SynthesizeOptions, backend: str, todo: pa.Table) -> ray.d
     )
 
 
-def verify(options: SynthesizeOptions) -> tuple[float | None, int]:
-    """Transcribe the written audio with ``options.verify_with`` and add ``asr_text``/``cer``.
-
-    Runs the transcription job on a manifest of the rows that have audio, joins its
-    transcripts by id, and rewrites each Parquet file of the output in place. Rows whose
-    CER is above ``max_cer`` (or whose transcription failed) get an ``error``.
-    Returns ``(mean CER over transcribed rows, rows rejected)``.
-    """
-    from jobs import transcribe
-    from speech.options import TranscribeOptions
-    from speech.text.score import character_error_rate
-
-    root = options.output.rstrip("/")
-    work = f"{root}/{VERIFY_DIR}"
-    table = read_output(options.output, columns=["id", "text", "audio", "asr_text", "error"])
-    # Rows verified by an earlier run of a resumed job keep their scores.
-    ok = table.filter(pc.and_(pc.is_null(table["error"]), pc.is_null(table["asr_text"])))
-    if ok.num_rows == 0:
-        return None, 0
-    manifest = f"{work}/manifest.jsonl"
-    with fsspec.open(manifest, "w", auto_mkdir=True) as f:
-        for row in ok.select(["id", "audio"]).to_pylist():
-            f.write(json.dumps({"id": row["id"], "path": row["audio"]["path"]}) + "\n")
-    asr = transcribe.run(
-        TranscribeOptions(
-            inputs=[manifest],
-            output=f"{work}/asr",
-            model=options.verify_with,
-            overwrite=True,
-            cpus_per_actor=options.cpus_per_actor,
-            gpus_per_actor=options.gpus_per_actor,
-        )
-    )
-    transcripts = {
-        r["id"]: r for r in transcribe.read_output(asr.output, columns=["id", "text", "error"]).to_pylist()
-    }
-    scores: list[float] = []
-    rejected = 0
-    fs, fs_root = fsspec.core.url_to_fs(options.output)
-    for file in parquet_files(fs, fs_root.rstrip("/")):
-        rows = pq.read_table(file, filesystem=fs).to_pylist()
-        for row in rows:
-            if row["error"] is not None or row["asr_text"] is not None:
-                continue
-            transcript = transcripts.get(row["id"])
-            if transcript is None or transcript["error"] is not None:
-                reason = "no transcript" if transcript is None else transcript["error"]
-                row["error"] = f"round-trip transcription failed: {reason}"
-                rejected += 1
-                continue
-            row["asr_text"] = transcript["text"]
-            row["cer"] = character_error_rate(row["text"], transcript["text"])
-            scores.append(row["cer"])
-            if options.max_cer is not None and row["cer"] > options.max_cer:
-                row["error"] = f"round-trip CER {row['cer']:.3f} is above max_cer {options.max_cer}"
-                rejected += 1
-        replace_table(fs, file, pa.Table.from_pylist(rows, schema=SYNTHESIS_SCHEMA))
-    fs.rm(f"{fs_root.rstrip('/')}/{VERIFY_DIR}", recursive=True)
-    return (float(np.mean(scores)) if scores else None), rejected
-
-
 def summarize(
     options: SynthesizeOptions, backend: str, wall_seconds: float, verification: tuple[float | None, int] | None,
     *, changed: int = 0, removed: int = 0,
@@ -444,14 +383,6 @@ def _unknown_chars(options: SynthesizeOptions) -> dict:
 def read_output(output: str, columns: list[str] | None = None) -> pa.Table:
     """A synthesis output directory (every run into it) as one table."""
     return output_files.read_output(output, SYNTHESIS_SCHEMA, columns)
-
-
-def _remove_verify_leftovers(output: str) -> None:
-    """Drop the work directory of a verification that was killed (only in this tool's outputs)."""
-    fs, root = fsspec.core.url_to_fs(output)
-    root = root.rstrip("/")
-    if fs.exists(f"{root}/{output_files.JOB_FILE}") and fs.exists(f"{root}/{VERIFY_DIR}"):
-        fs.rm(f"{root}/{VERIFY_DIR}", recursive=True)
 
 
 def _describe(err: BaseException) -> str:
