@@ -120,13 +120,16 @@ def test_transcription_job_runs_model_actors_on_both_nodes(cluster, checkpoints,
     worker = next(n.node_id for n in nodes if not n.is_head_node)
 
     # Only config differs from a single-machine run: two model actors, each needing the one
-    # model slot a node has (as a GPU actor needs a node's GPU), so one lands on each node.
+    # model slot a node has (as a GPU actor needs a node's GPU), so one lands on each node; and
+    # a separate prepare stage, as on a cluster with CPUs to spare (this 2-node cluster on one
+    # small machine would otherwise get `prepare: auto`'s fused path and no RecognizeUnits actor).
     config = tmp_path / "two-nodes.yaml"
     config.write_text(yaml.safe_dump({
         "model": str(checkpoints["ctc-xlsr"]),
         "actors": 2,
         "cpus_per_actor": 0.5,
         "resources_per_actor": {"model_slots": 1},
+        "prepare": "separate",
         "prepare_actors": 1,
         "cpus_per_prepare": 0.5,
         "batch_seconds": 3,
