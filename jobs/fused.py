@@ -47,6 +47,9 @@ WINDOWS_PER_CALL = 4
 def choose(options: AudioJobOptions, cluster_cpus: float) -> bool:
     """Whether to fuse preparation into the model actors, logged in one INFO line.
 
+    ``auto`` fuses CPU model actors on a cluster with few CPUs per replica, unless the separate
+    stage was sized by hand (``prepare_actors`` or ``cpus_per_prepare`` given).
+
     ``cluster_cpus``: the CPUs of the Ray cluster the job runs on (``ray.cluster_resources``).
     """
     replicas = options.pool.max
@@ -54,6 +57,10 @@ def choose(options: AudioJobOptions, cluster_cpus: float) -> bool:
         fused = options.prepare == "fused"
         log.info("prepare: %s (set by the prepare option)", "fused into the model actors" if fused else "separate actors")
         return fused
+    given = options.separate_stage_given
+    if given:  # sized by hand for the separate stage: fusing would silently drop them
+        log.info("prepare: separate actors (auto: %s given; prepare: fused to change)", ", ".join(given))
+        return False
     if options.gpus_per_actor > 0:
         log.info("prepare: separate actors (auto: the model actors use GPUs; prepare: fused to change)")
         return False

@@ -18,7 +18,7 @@ from conftest import SAMPLES
 
 from jobs import fused, transcribe
 from speech.audio import decode
-from speech.options import TranscribeOptions
+from speech.options import OptionsError, TranscribeOptions, load_options
 
 RATE = 16000
 
@@ -63,18 +63,23 @@ def test_fused_rows_equal_separate_rows(ray_local, checkpoints, corpus, tmp_path
 
 
 @pytest.mark.parametrize(
-    ("prepare", "gpus", "cpus", "actors", "expected", "reason"),
+    ("prepare", "gpus", "cpus", "actors", "given", "expected", "reason"),
     [
-        ("auto", 0, 2, 1, True, "auto: 2 cluster CPUs for 1 CPU model replica, under 4 per replica"),
-        ("auto", 0, 16, 2, False, "auto: 16 cluster CPUs for 2 CPU model replicas, at least 4 per replica"),
-        ("auto", 0, 8, 4, True, "auto: 8 cluster CPUs for 4 CPU model replicas, under 4 per replica"),
-        ("auto", 1, 2, 1, False, "auto: the model actors use GPUs"),
-        ("fused", 1, 64, 1, True, "set by the prepare option"),
-        ("separate", 0, 2, 1, False, "set by the prepare option"),
+        ("auto", 0, 2, 1, {}, True, "auto: 2 cluster CPUs for 1 CPU model replica, under 4 per replica"),
+        ("auto", 0, 16, 2, {}, False, "auto: 16 cluster CPUs for 2 CPU model replicas, at least 4 per replica"),
+        ("auto", 0, 8, 4, {}, True, "auto: 8 cluster CPUs for 4 CPU model replicas, under 4 per replica"),
+        ("auto", 1, 2, 1, {}, False, "auto: the model actors use GPUs"),
+        # The separate stage sized by hand (even at the defaults' values) is not dropped silently.
+        ("auto", 0, 2, 1, {"prepare_actors": 1}, False, "auto: prepare_actors given"),
+        ("auto", 0, 2, 1, {"prepare_actors": 2, "cpus_per_prepare": 0.5}, False,
+         "auto: prepare_actors, cpus_per_prepare given"),
+        ("fused", 1, 64, 1, {}, True, "set by the prepare option"),
+        ("separate", 0, 2, 1, {"cpus_per_prepare": 1}, False, "set by the prepare option"),
     ],
 )
-def test_the_rule_and_its_log_line(prepare, gpus, cpus, actors, expected, reason, caplog):
-    options = TranscribeOptions(inputs=["x"], output="o", model="m", prepare=prepare, gpus_per_actor=gpus, actors=actors)
+def test_the_rule_and_its_log_line(prepare, gpus, cpus, actors, given, expected, reason, caplog):
+    options = load_options(TranscribeOptions, None, {"inputs": ["x"], "output": "o", "model": "m", "prepare": prepare,
+                                                     "gpus_per_actor": gpus, "actors": actors, **given})
     with caplog.at_level(logging.INFO, logger="jobs.fused"):
         assert fused.choose(options, cpus) is expected
     assert len(caplog.records) == 1 and reason in caplog.text
@@ -83,6 +88,14 @@ def test_the_rule_and_its_log_line(prepare, gpus, cpus, actors, expected, reason
 def test_prepare_option_is_checked():
     with pytest.raises(ValueError, match="prepare"):
         TranscribeOptions(inputs=["x"], output="o", model="m", prepare="both")
+
+
+def test_a_fused_stage_refuses_the_separate_stages_sizes():
+    with pytest.raises(OptionsError, match=r"^invalid options: cpus_per_prepare: they size the "
+                                           r"separate prepare stage, but prepare is 'fused' \(drop them, or use "
+                                           r"prepare: separate\)$"):
+        load_options(TranscribeOptions, None, {"inputs": ["x"], "output": "o", "model": "m", "prepare": "fused",
+                                               "cpus_per_prepare": 1})
 
 
 @pytest.mark.parametrize(("rows", "actors", "expected"), [(43, 1, 32), (43, 2, 24), (43, 8, 8), (5, 1, 8), (900, 1, 32)])

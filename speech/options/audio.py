@@ -95,8 +95,8 @@ class AudioRun(ModelRun):
         "auto",
         description="where files are decoded and featurized: 'separate' CPU actors (prepare_actors x "
         "cpus_per_prepare), or 'fused' into the model actors' processes (a thread beside the model); "
-        "'auto' fuses when the model actors use no GPU and the cluster has fewer than 4 CPUs per model "
-        "replica (jobs/fused.py)",
+        "'auto' fuses when the model actors use no GPU, the cluster has fewer than 4 CPUs per model "
+        "replica and neither prepare_actors nor cpus_per_prepare is given (jobs/fused.py)",
     )
     prepare_actors: int = Field(1, ge=1, description="CPU actors that read, decode and extract features")
     cpus_per_prepare: float = Field(0.5, gt=0, description="CPUs reserved per preparation actor")
@@ -110,6 +110,13 @@ class AudioRun(ModelRun):
                                           "takes longer gives that row an error (null: wait forever)")
 
     @model_validator(mode="after")
+    def _prepare_stage(self) -> AudioRun:
+        if self.prepare == "fused" and self.separate_stage_given:
+            raise ValueError(f"{', '.join(self.separate_stage_given)}: they size the separate prepare stage, "
+                             "but prepare is 'fused' (drop them, or use prepare: separate)")
+        return self
+
+    @model_validator(mode="after")
     def _resources(self) -> AudioRun:
         for name, amount in self.resources_per_actor.items():
             if name in ("CPU", "GPU"):
@@ -121,6 +128,12 @@ class AudioRun(ModelRun):
     @property
     def device(self) -> str:
         return "cuda" if self.gpus_per_actor > 0 else "cpu"
+
+    @property
+    def separate_stage_given(self) -> list[str]:
+        """The options sizing the separate prepare stage that were given (in a config or on the
+        command line), not defaulted: under ``prepare: auto`` they select that stage."""
+        return [name for name in ("prepare_actors", "cpus_per_prepare") if name in self.model_fields_set]
 
     @property
     def threads(self) -> int:

@@ -169,11 +169,23 @@ def describe(err: ValidationError, cls: type[Options], source: str | None = None
     """``err`` as one line naming each bad field as the flat mapping spells it."""
     where = f" in {source}" if source else ""
     parts = set(cls.model_fields) if issubclass(cls, JobOptions) else set()
-    problems = []
+    errors = []
     for error in err.errors():
         loc = list(error["loc"])
         if loc and loc[0] in parts:
             loc = loc[1:]  # the part is an implementation detail: the mapping is flat
-        field = ".".join(str(part) for part in loc) or "options"
-        problems.append(f"{field}: {error['msg']}")
+        errors.append((loc, error))
+    # A value of a union type (``actors: int | ActorPool``) that one member's own check refused:
+    # that check says what is wrong; the other members' type errors only add noise.
+    checked = {loc[0] for loc, error in errors if loc and error["type"] == "value_error"}
+    problems = []
+    for loc, error in errors:
+        if loc and loc[0] in checked and error["type"] != "value_error":
+            continue
+        message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
+        if error["type"] == "value_error" and len(loc) > 1 and "[" in str(loc[-1]):
+            loc = loc[:-1]  # the union member's tag, e.g. "function-after[_ordered(), ActorPool]"
+        field = ".".join(str(part) for part in loc)
+        # A check of several fields together has no location; its message names the fields.
+        problems.append(f"{field}: {message}" if field else message)
     return f"invalid options{where}: " + "; ".join(problems)
