@@ -285,17 +285,17 @@ def test_registry_and_options(model, checkpoints):
         detect_backend(ctc, AsrOptions(model=ctc, task="translate"))
 
 
-def test_default_batches_pack_8_windows_per_model_call_on_cpu(model, clips):
+def test_default_batches_pack_16_windows_per_model_call_on_cpu(model, clips):
     # Every window costs the encoder 30 s, so the job's units count windows, not audio: with
-    # the CPU default (240 s) 20 short files make units of 8, 8 and 4 windows, and the
+    # the CPU default (480 s) 20 short files make units of 16 and 4 windows, and the
     # recognizer runs each unit as one generate call.
     options = TranscribeOptions(inputs=["x"], output="y", model=model)
     prepare = transcribe.PrepareUnits(options, detect_model(model))
-    assert prepare.budget == 8 * prepare.front_end.window_samples
+    assert prepare.budget == 16 * prepare.front_end.window_samples
     audio = list(clips.values())
     items = [Item(f"f{k}", "", windows=prepare.front_end.windows(audio[k % len(audio)])) for k in range(20)]
-    assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 8, 8]
-    assert load_recognizer(model, options.asr, "cpu", run=options.run).batch_size == 8
+    assert sorted(len(unit.items) for unit in prepare._pack(items)) == [4, 16]
+    assert load_recognizer(model, options.asr, "cpu", run=options.run).batch_size == 16
     assert options.budget_s("ctc") == 10.0  # a CTC model's batches count audio: 10 s on a CPU
 
 

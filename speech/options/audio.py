@@ -17,8 +17,10 @@ Dtype = Literal["float32", "float16", "bfloat16"]
 #: A CTC model's cost follows the audio, and on a CPU big batches only add cache misses and
 #: quadratic attention (docs/benchmarks.md); a GPU wants them large. Every Whisper window costs
 #: a 30 s encoder pass whatever it holds, so its budget counts 30 s windows, and its decoder's
-#: small steps gain from batching even on a CPU (8 windows ran 1.6x faster than 1, see docs).
-DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (240.0, 480.0)}
+#: small steps gain from batching even on a CPU: 16 windows per call, as on a GPU (the job on a
+#: 2-core CPU ran 1.04x and 1.11x faster at 16 than at 8 windows, and 8 windows 1.6x faster than 1;
+#: docs/benchmarks.md). A large model on a small-memory CPU host may want fewer (batch_seconds).
+DEFAULT_BATCH_SECONDS = {"ctc": (10.0, 240.0), "whisper": (480.0, 480.0)}
 #: Embedding runs the network of a CTC model without its output layer: the same costs.
 DEFAULT_BATCH_SECONDS["embed"] = DEFAULT_BATCH_SECONDS["ctc"]
 
@@ -57,7 +59,7 @@ class ModelRun(Options):
 
     batch_seconds: float | None = Field(
         None, gt=0, description="padded audio seconds per model call (default: by backend and device, CTC 10 on a "
-                                "CPU and 240 on a GPU, Whisper 240 / 480)")
+                                "CPU and 240 on a GPU, Whisper 480: 16 windows of 30 s)")
     torch_threads: int | None = Field(
         None, ge=1, description="intra-op threads of a model (also CTranslate2's; default: cpus_per_actor rounded up)")
 
