@@ -14,12 +14,17 @@ of two sums over the live processes:
 RSS comes from ``/proc/<pid>/statm`` (cheap) every sample; PSS from ``/proc/<pid>/smaps_rollup``
 (Linux), whose read makes the kernel walk the process's page tables: about 0.1 s of CPU for a
 Ray job's tree, so it is read only every ``pss_every`` samples to keep the sampler from
-slowing the system it measures. Memory of a streaming job moves slowly; the PSS peak may
-still miss a spike shorter than ``pss_every * interval_s``.
+slowing the system it measures. In between, each process's PSS is carried forward by its
+change in RSS since its last PSS read: what a process allocates or frees (a model's
+activations, a batch) is private memory, which PSS counts in full, so the tree's PSS is
+followed at the RSS rate. Reading PSS alone every 3 s missed most of a model actor's
+short peaks (one forward's activations, under a second): the more batches a run had, the
+likelier one was caught, which made a 10x corpus look like growth it did not have.
 
 It also keeps each process's own peaks, labelled by role (:func:`role`: driver, raylet, GCS,
 model actor, prepare actor, Ray's agents, idle workers ...), so that growth of the tree can be
-attributed to a process (:meth:`TreeMemory.by_role`).
+attributed to a process (:meth:`TreeMemory.by_role`). A process's peak RSS is the kernel's own
+high-water mark (``VmHWM`` in ``/proc/<pid>/status``), exact whatever the sampling rate.
 """
 
 from __future__ import annotations
@@ -88,11 +93,22 @@ def _final(name: str) -> bool:
 
 @dataclass
 class ProcessPeak:
-    """One process's peaks (MiB) and its role (the last one seen: a Ray worker starts idle)."""
+    """One process's peaks (MiB) and its role (the last one seen: a Ray worker starts idle).
+
+    ``pss_mb`` and ``rss_at_pss_mb``: its last PSS read and its RSS then (None before the first),
+    from which its PSS is carried forward between reads.
+    """
 
     role: str
     peak_rss_mb: float = 0.0
     peak_pss_mb: float = 0.0
+    pss_mb: float | None = None
+    rss_at_pss_mb: float = 0.0
+
+    def pss_now(self, rss_mb: float) -> float:
+        """The PSS (MiB) at RSS ``rss_mb``: the last read plus the private pages gained since
+        (RSS, until the first read: an upper bound)."""
+        return rss_mb if self.pss_mb is None else max(0.0, self.pss_mb + rss_mb - self.rss_at_pss_mb)
 
 
 class TreeMemory:
@@ -102,7 +118,7 @@ class TreeMemory:
     :attr:`peak_pss_mb` (MiB) afterwards. ``samples`` counts the samples taken.
     """
 
-    def __init__(self, pid: int, interval_s: float = 0.5, pss_every: int = 6):
+    def __init__(self, pid: int, interval_s: float = 0.25, pss_every: int = 12):
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
         self.pss_every = pss_every
@@ -134,23 +150,25 @@ class TreeMemory:
         except psutil.NoSuchProcess:
             return  # the root has exited: nothing left to measure
         with_pss = self.samples % self.pss_every == 0
-        rss = pss = 0
+        rss = pss = 0.0
         for process in processes:
             try:
-                own_rss = process.memory_info().rss
+                own_rss = process.memory_info().rss / 2**20
                 peak = self._peak_of(process, refresh=with_pss)
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue  # exited between listing and reading: its memory is gone
-            rss += own_rss
-            peak.peak_rss_mb = max(peak.peak_rss_mb, own_rss / 2**20)
             if with_pss:
-                own_pss = _pss(process.pid)
-                pss += own_pss
-                peak.peak_pss_mb = max(peak.peak_pss_mb, own_pss / 2**20)
+                read = _pss(process.pid)
+                if read is not None:
+                    peak.pss_mb, peak.rss_at_pss_mb = read / 2**20, own_rss
+            own_pss = peak.pss_now(own_rss)
+            rss += own_rss
+            pss += own_pss
+            peak.peak_rss_mb = max(peak.peak_rss_mb, own_rss, _high_water_mark(process.pid) / 2**20)
+            peak.peak_pss_mb = max(peak.peak_pss_mb, own_pss)
         self.samples += 1
-        self.peak_rss_mb = max(self.peak_rss_mb, rss / 2**20)
-        if with_pss:
-            self.peak_pss_mb = max(self.peak_pss_mb, pss / 2**20)
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        self.peak_pss_mb = max(self.peak_pss_mb, pss)
         self.peak_processes = max(self.peak_processes, len(processes))
 
     def _peak_of(self, process: psutil.Process, refresh: bool) -> ProcessPeak:
@@ -177,13 +195,23 @@ class TreeMemory:
         return {name: {k: round(v, 1) for k, v in entry.items()} for name, entry in ordered}
 
 
-def _pss(pid: int) -> int:
-    """Proportional set size of a live process in bytes; 0 if it has just exited."""
+def _pss(pid: int) -> int | None:
+    """Proportional set size of a live process in bytes; None if it has just exited."""
+    return _proc_field(pid, "smaps_rollup", "Pss:")
+
+
+def _high_water_mark(pid: int) -> int:
+    """The kernel's peak RSS of a live process in bytes (``VmHWM``); 0 if it has just exited."""
+    return _proc_field(pid, "status", "VmHWM:") or 0
+
+
+def _proc_field(pid: int, name: str, key: str) -> int | None:
+    """The ``key: N kB`` line of ``/proc/<pid>/<name>`` in bytes; None if the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1]) * _KB
     except (FileNotFoundError, ProcessLookupError):
         pass  # exited between listing and reading: its memory is gone
-    return 0
+    return None

@@ -52,6 +52,20 @@ def test_tree_memory_counts_grandchildren():
     assert memory.peak_rss_mb >= 300 and memory.peak_pss_mb >= 300
 
 
+def test_a_peak_between_pss_reads_is_seen():
+    # PSS is read once (the first sample); a 300 MiB buffer held ~1 s later is seen only by
+    # carrying PSS forward with RSS, and the process's own peak RSS is the kernel's (VmHWM).
+    code = ("import time; time.sleep(1.0); b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); "
+            "time.sleep(1.0); del b; time.sleep(1.0)")
+    process = subprocess.Popen([sys.executable, "-c", code])
+    with TreeMemory(process.pid, interval_s=0.05, pss_every=10**6) as memory:
+        process.wait()
+    assert process.returncode == 0 and memory.samples > 20
+    (own,) = memory.processes.values()
+    assert memory.peak_pss_mb >= 300 and own.peak_pss_mb >= 300 and own.peak_rss_mb >= 300
+    assert own.pss_mb is not None and own.pss_mb < 100  # the one read was before the buffer
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     """``(report, printed table)`` of one quick run (with the ONNX systems), shared by the tests below."""
