@@ -290,17 +290,23 @@ def format_table(report: dict) -> str:
 
 def _format_processes(report: dict) -> list[str]:
     """Our job's processes by role: each role's peak PSS and RSS (summed over its processes,
-    each at its own peak) in the x1 and the x10 run, largest x10 PSS first."""
+    each at its own peak) in the x1 and the x10 run, largest x10 PSS first, and each role's CPU
+    seconds with its share of the tree's."""
     scale = report["settings"]["memory_scale"]
     one, many = report["memory_by_process"]["ours"], report["memory_by_process"]["ours_10x"]
-    empty = {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0}
-    lines = [f"Our job's processes, each at its own peak (MiB; x1 corpus / x{scale}):", "",
-             f"| process | count | peak PSS x1 | peak PSS x{scale} | growth | peak RSS x1 | peak RSS x{scale} |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    empty = {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_s": 0.0}
+    cpu_one = sum(r["cpu_s"] for r in one.values()) or 1.0
+    cpu_many = sum(r["cpu_s"] for r in many.values()) or 1.0
+    lines = [f"Our job's processes, each at its own peak (MiB; x1 corpus / x{scale}), and their CPU seconds:", "",
+             f"| process | count | peak PSS x1 | peak PSS x{scale} | growth | peak RSS x1 | peak RSS x{scale} "
+             f"| CPU s x1 (share) | CPU s x{scale} (share) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in sorted({*one, *many}, key=lambda n: -many.get(n, empty)["peak_pss_mb"]):
         a, b = one.get(name, empty), many.get(name, empty)
+        ca, cb = a["cpu_s"], b["cpu_s"]
         lines.append(f"| {name} | {a['processes']}/{b['processes']} | {a['peak_pss_mb']:.0f} | {b['peak_pss_mb']:.0f} | "
-                     f"{b['peak_pss_mb'] - a['peak_pss_mb']:+.0f} | {a['peak_rss_mb']:.0f} | {b['peak_rss_mb']:.0f} |")
+                     f"{b['peak_pss_mb'] - a['peak_pss_mb']:+.0f} | {a['peak_rss_mb']:.0f} | {b['peak_rss_mb']:.0f} | "
+                     f"{ca:.1f} ({ca / cpu_one:.1%}) | {cb:.1f} ({cb / cpu_many:.1%}) |")
     return lines
 
 

@@ -25,6 +25,9 @@ It also keeps each process's own peaks, labelled by role (:func:`role`: driver, 
 model actor, prepare actor, Ray's agents, idle workers ...), so that growth of the tree can be
 attributed to a process (:meth:`TreeMemory.by_role`). A process's peak RSS is the kernel's own
 high-water mark (``VmHWM`` in ``/proc/<pid>/status``), exact whatever the sampling rate.
+Each process's CPU seconds (user + system) are kept too, as last read: which process took the
+cores from the model, in CPU time rather than a ``top`` snapshot (a process that exits loses at
+most its last ``interval_s`` of CPU).
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def _final(name: str) -> bool:
 
 @dataclass
 class ProcessPeak:
-    """One process's peaks (MiB) and its role (the last one seen: a Ray worker starts idle).
+    """One process's peaks (MiB), its CPU seconds so far (``cpu_s``: user + system, at its last
+    sample) and its role (the last one seen: a Ray worker starts idle).
 
     ``pss_mb`` and ``rss_at_pss_mb``: its last PSS read and its RSS then (None before the first),
     from which its PSS is carried forward between reads.
@@ -104,6 +108,7 @@ class ProcessPeak:
     peak_pss_mb: float = 0.0
     pss_mb: float | None = None
     rss_at_pss_mb: float = 0.0
+    cpu_s: float = 0.0
 
     def pss_now(self, rss_mb: float) -> float:
         """The PSS (MiB) at RSS ``rss_mb``: the last read plus the private pages gained since
@@ -154,6 +159,7 @@ class TreeMemory:
         for process in processes:
             try:
                 own_rss = process.memory_info().rss / 2**20
+                cpu = process.cpu_times()
                 peak = self._peak_of(process, refresh=with_pss)
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
                 continue  # exited between listing and reading: its memory is gone
@@ -166,6 +172,7 @@ class TreeMemory:
             pss += own_pss
             peak.peak_rss_mb = max(peak.peak_rss_mb, own_rss, _high_water_mark(process.pid) / 2**20)
             peak.peak_pss_mb = max(peak.peak_pss_mb, own_pss)
+            peak.cpu_s = cpu.user + cpu.system
         self.samples += 1
         self.peak_rss_mb = max(self.peak_rss_mb, rss)
         self.peak_pss_mb = max(self.peak_pss_mb, pss)
@@ -183,14 +190,16 @@ class TreeMemory:
         return peak
 
     def by_role(self) -> dict[str, dict]:
-        """Per role, largest first by PSS: ``processes`` (how many had it) and the sums of their
-        own peaks, ``peak_rss_mb`` and ``peak_pss_mb`` (each process's peak, whenever it was)."""
+        """Per role, largest first by PSS: ``processes`` (how many had it), the sums of their
+        own peaks, ``peak_rss_mb`` and ``peak_pss_mb`` (each process's peak, whenever it was), and
+        of their CPU seconds, ``cpu_s``."""
         roles: dict[str, dict] = {}
         for peak in self.processes.values():
-            entry = roles.setdefault(peak.role, {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0})
+            entry = roles.setdefault(peak.role, {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_s": 0.0})
             entry["processes"] += 1
             entry["peak_rss_mb"] += peak.peak_rss_mb
             entry["peak_pss_mb"] += peak.peak_pss_mb
+            entry["cpu_s"] += peak.cpu_s
         ordered = sorted(roles.items(), key=lambda kv: -kv[1]["peak_pss_mb"])
         return {name: {k: round(v, 1) for k, v in entry.items()} for name, entry in ordered}
 

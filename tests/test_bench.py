@@ -66,6 +66,18 @@ def test_a_peak_between_pss_reads_is_seen():
     assert own.pss_mb is not None and own.pss_mb < 100  # the one read was before the buffer
 
 
+def test_each_process_cpu_seconds_are_kept():
+    # A child that spins ~1 s of CPU, then idles 0.5 s so that a sample sees its total.
+    code = "import time; t = time.process_time()\nwhile time.process_time() - t < 1.0: pass\ntime.sleep(0.5)"
+    process = subprocess.Popen([sys.executable, "-c", code])
+    with TreeMemory(process.pid, interval_s=0.05) as memory:
+        process.wait()
+    assert process.returncode == 0
+    (own,) = memory.processes.values()
+    assert 0.9 <= own.cpu_s < 5.0
+    assert memory.by_role()[own.role]["cpu_s"] == round(own.cpu_s, 1)
+
+
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     """``(report, printed table)`` of one quick run (with the ONNX systems), shared by the tests below."""
@@ -134,6 +146,10 @@ def test_first_batch_and_each_process_are_reported(quick_report):
     # Each role's sum of its processes' own peaks is at least the whole tree's peak at one time.
     assert sum(r["peak_pss_mb"] for r in roles.values()) >= report["peak_pss_mb"]["ours_10x"] - 1
     assert "| model actor (fused prepare) | 1/1 |" in table
+    # CPU seconds per role: the model actor did the job's work, so it used CPU in both runs.
+    assert all(r["cpu_s"] > 0 for r in (report["memory_by_process"]["ours"]["model actor (fused prepare)"],
+                                         roles["model actor (fused prepare)"]))
+    assert "CPU s x1 (share)" in table
 
 
 @pytest.mark.parametrize(
