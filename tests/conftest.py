@@ -148,6 +148,25 @@ def serve_test_config(path: Path, args: dict, *, batch_wait_s: float) -> dict:
     return config
 
 
+#: The Serve handles tests made to the running app (see :func:`deployment_handle`), by id.
+_HANDLES: dict[int, object] = {}
+
+
+def deployment_handle(deployment: str):
+    """A handle to ``deployment`` of the app :func:`speech_serve` runs, shut down when it stops.
+
+    Each handle runs a router in this process that keeps reporting to Serve's controller. Ray
+    2.60's ``serve.shutdown()`` shuts the cached handles down only while the controller lives, and
+    ``speech serve`` is stopped by Ctrl-C first, so a handle left open would go on reporting after
+    the session's Ray is gone (and Ray's auto-init would try to start a new one at exit).
+    """
+    from ray import serve
+
+    handle = serve.get_deployment_handle(deployment, app_name="speech")
+    _HANDLES[id(handle)] = handle
+    return handle
+
+
 @contextlib.contextmanager
 def speech_serve(ray, config_path: Path, model_flags: list[str], work: Path) -> Iterator[str]:
     """``speech serve --config config_path MODEL_FLAGS`` on a free port, deployed on the session's
@@ -169,6 +188,9 @@ def speech_serve(ray, config_path: Path, model_flags: list[str], work: Path) -> 
         print(f"\n[serve] app up in {time.perf_counter() - started:.1f} s")
         yield base_url
     finally:
+        for handle in _HANDLES.values():  # while the controller still answers
+            handle.shutdown()
+        _HANDLES.clear()
         # Ctrl-C, as a user stops it: Ray's `serve run` then shuts Serve down.
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)

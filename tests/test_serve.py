@@ -27,7 +27,7 @@ import soundfile as sf
 import srt
 import webvtt
 import yaml
-from conftest import FIXTURES_DIR, REPO, SAMPLES, job_texts, serve_test_config, silent_flac, speech_serve
+from conftest import FIXTURES_DIR, REPO, SAMPLES, deployment_handle, job_texts, serve_test_config, silent_flac, speech_serve
 from conftest import TEST_API_KEY as API_KEY
 
 MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
@@ -80,9 +80,7 @@ def http(server) -> httpx.Client:
 
 
 def _describe(deployment: str) -> dict:
-    from ray import serve
-
-    return serve.get_deployment_handle(deployment, app_name="speech").describe.remote().result()
+    return deployment_handle(deployment).describe.remote().result()
 
 
 # --- what the batch jobs make of the same inputs --------------------------------------------
