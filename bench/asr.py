@@ -34,6 +34,7 @@ from pathlib import Path
 from bench import onnx_engine
 from bench.corpus import CorpusSpec, build_corpus, repeat_manifest
 from bench.harness import TEXTS_FILE, BenchError, Job, best_run, format_paired, paired_ratios, round_order, run_system, schedule
+from bench.memory import empty_role
 from bench.report import count_parameters, load_average, machine, machine_line
 
 #: Systems timed against each other (every other round in reverse order when repeated).
@@ -294,7 +295,7 @@ def _format_processes(report: dict) -> list[str]:
     seconds with its share of the tree's."""
     scale = report["settings"]["memory_scale"]
     one, many = report["memory_by_process"]["ours"], report["memory_by_process"]["ours_10x"]
-    empty = {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_s": 0.0}
+    empty = empty_role()
     cpu_one = sum(r["cpu_s"] for r in one.values()) or 1.0
     cpu_many = sum(r["cpu_s"] for r in many.values()) or 1.0
     lines = [f"Our job's processes, each at its own peak (MiB; x1 corpus / x{scale}), and their CPU seconds:", "",

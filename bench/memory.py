@@ -116,6 +116,11 @@ class ProcessPeak:
         return rss_mb if self.pss_mb is None else max(0.0, self.pss_mb + rss_mb - self.rss_at_pss_mb)
 
 
+def empty_role() -> dict:
+    """A role with no process: the entry :meth:`TreeMemory.by_role` sums each process into."""
+    return {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_s": 0.0}
+
+
 class TreeMemory:
     """Sample the memory of ``pid`` and its descendants every ``interval_s`` seconds until stopped.
 
@@ -195,7 +200,7 @@ class TreeMemory:
         of their CPU seconds, ``cpu_s``."""
         roles: dict[str, dict] = {}
         for peak in self.processes.values():
-            entry = roles.setdefault(peak.role, {"processes": 0, "peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_s": 0.0})
+            entry = roles.setdefault(peak.role, empty_role())
             entry["processes"] += 1
             entry["peak_rss_mb"] += peak.peak_rss_mb
             entry["peak_pss_mb"] += peak.peak_pss_mb
