@@ -148,12 +148,13 @@ def serve_test_config(path: Path, args: dict, *, batch_wait_s: float) -> dict:
     return config
 
 
-#: The Serve handles tests made to the running app (see :func:`deployment_handle`), by id.
+#: The Serve handles :func:`describe_deployment` made to the running app, by id.
 _HANDLES: dict[int, object] = {}
 
 
-def deployment_handle(deployment: str):
-    """A handle to ``deployment`` of the app :func:`speech_serve` runs, shut down when it stops.
+def describe_deployment(deployment: str) -> dict:
+    """``describe()`` of ``deployment`` of the app :func:`speech_serve` runs (its replica's
+    batches, loaded models and batching settings), through a handle shut down when it stops.
 
     Each handle runs a router in this process that keeps reporting to Serve's controller. Ray
     2.60's ``serve.shutdown()`` shuts the cached handles down only while the controller lives, and
@@ -164,7 +165,7 @@ def deployment_handle(deployment: str):
 
     handle = serve.get_deployment_handle(deployment, app_name="speech")
     _HANDLES[id(handle)] = handle
-    return handle
+    return handle.describe.remote().result()
 
 
 @contextlib.contextmanager

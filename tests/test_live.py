@@ -25,7 +25,7 @@ import openai
 import pytest
 import soundfile as sf
 import yaml
-from conftest import FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY, deployment_handle, job_texts, serve_test_config, speech_serve
+from conftest import FIXTURES_DIR, REPO, SAMPLES, TEST_API_KEY, describe_deployment, job_texts, serve_test_config, speech_serve
 from openai.types.beta.realtime.transcription_session import InputAudioTranscription, TurnDetection
 from openai.types.realtime import RealtimeServerEvent
 from rapidfuzz.distance import Levenshtein
@@ -288,8 +288,7 @@ def test_sixteen_concurrent_sessions_all_complete_and_share_batches(server, offl
 
 
 def _stream_batches() -> dict[int, int]:
-    handle = deployment_handle("Transcriber")
-    return {int(k): v for k, v in handle.describe.remote().result()["stream_batches"].items()}
+    return {int(k): v for k, v in describe_deployment("Transcriber")["stream_batches"].items()}
 
 
 def test_the_older_transcription_session_update_is_accepted(server, offline):

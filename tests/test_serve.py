@@ -27,7 +27,7 @@ import soundfile as sf
 import srt
 import webvtt
 import yaml
-from conftest import FIXTURES_DIR, REPO, SAMPLES, deployment_handle, job_texts, serve_test_config, silent_flac, speech_serve
+from conftest import FIXTURES_DIR, REPO, SAMPLES, describe_deployment, job_texts, serve_test_config, silent_flac, speech_serve
 from conftest import TEST_API_KEY as API_KEY
 
 MAX_UPLOAD_MB = 0.2  # 209,715 bytes: above every sample file, below the oversize bodies sent below
@@ -77,10 +77,6 @@ def http(server) -> httpx.Client:
     base_url, _ = server
     with httpx.Client(base_url=base_url, headers={"authorization": f"Bearer {API_KEY}"}, timeout=180) as c:
         yield c
-
-
-def _describe(deployment: str) -> dict:
-    return deployment_handle(deployment).describe.remote().result()
 
 
 # --- what the batch jobs make of the same inputs --------------------------------------------
@@ -311,12 +307,12 @@ def test_batches_form_when_the_model_frees(client):
     """A lone request on the idle replica runs alone, with no timer (batch_wait_timeout_s 0); of
     16 sent at once, each batch takes every request of its model waiting when it formed (the
     replica's own records: nothing left behind, no limit reached with 16 short files)."""
-    transcriber = _describe("Transcriber")
+    transcriber = describe_deployment("Transcriber")
     assert transcriber["batching"]["batch_wait_timeout_s"] == 0 and transcriber["waiting"] == 0
     path = SAMPLE_FILES[0]
     raw = client.audio.transcriptions.with_raw_response.create(model="ctc-xlsr", file=(path.name, path.read_bytes()))
     assert int(raw.headers["x-batch-size"]) == 1
-    ran = sum(_describe("Transcriber")["batches"]["transcribe"].values())
+    ran = sum(describe_deployment("Transcriber")["batches"]["transcribe"].values())
 
     def call(path):
         raw = client.audio.transcriptions.with_raw_response.create(model="ctc-xlsr", file=(path.name, path.read_bytes()))
@@ -324,7 +320,7 @@ def test_batches_form_when_the_model_frees(client):
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         sizes = list(pool.map(call, [SAMPLE_FILES[i % len(SAMPLE_FILES)] for i in range(16)]))
-    after = _describe("Transcriber")
+    after = describe_deployment("Transcriber")
     new = sum(after["batches"]["transcribe"].values()) - ran
     burst = after["recent_batches"][-new:]
     print(f"\n[serve] 16 at once: batches of {[b['size'] for b in burst]}")
@@ -355,7 +351,7 @@ def test_least_recently_used_models_are_unloaded(client):
     path = SAMPLE_FILES[0]
     for model in ("ctc-xlsr", "ctc-base", "whisper"):
         client.audio.transcriptions.create(model=model, file=(path.name, path.read_bytes()))
-    assert _describe("Transcriber")["loaded_models"] == ["ctc-base", "whisper"]  # max_models_per_replica: 2
+    assert describe_deployment("Transcriber")["loaded_models"] == ["ctc-base", "whisper"]  # max_models_per_replica: 2
     # The unloaded model comes back on demand.
     assert client.audio.transcriptions.create(model="ctc-xlsr", file=(path.name, path.read_bytes())).text
 
@@ -387,7 +383,7 @@ def test_speeds_are_applied_per_request_by_one_loaded_model(client, job_speech):
                                          speed=speed).content
         assert wav == job_speech[f"wav@{speed}"]  # byte for byte the job's file at that speed
     assert job_speech["wav@1.5"] != job_speech["wav@0.8"] != job_speech["wav"]
-    assert _describe("Synthesizer")["loaded_models"] == ["tts-vits"]
+    assert describe_deployment("Synthesizer")["loaded_models"] == ["tts-vits"]
 
 
 def test_speech_streams_piece_by_piece(client, job_speech):
@@ -579,7 +575,7 @@ def test_batching_is_retuned_without_restarting_replicas(client, server, models)
     from serve.app import resolve_config
 
     _, config_path = server
-    before = _describe("Transcriber")
+    before = describe_deployment("Transcriber")
     # What `speech serve` deployed (same models, same port), with one user_config value changed.
     config = resolve_config(config_path, port=int(server[0].rsplit(":", 1)[1]),
                             asr_models=[str(models[m]) for m in ("ctc-xlsr", "ctc-base", "whisper")],
@@ -592,10 +588,10 @@ def test_batching_is_retuned_without_restarting_replicas(client, server, models)
     cli.main(args=["run", "--non-blocking", str(retuned)], prog_name="serve", standalone_mode=False)
 
     deadline = time.monotonic() + 120
-    while _describe("Transcriber")["batching"]["max_batch_size"] != 1:
+    while describe_deployment("Transcriber")["batching"]["max_batch_size"] != 1:
         assert time.monotonic() < deadline, "the new user_config never reached the replica"
         time.sleep(1)
-    after = _describe("Transcriber")
+    after = describe_deployment("Transcriber")
     assert after["started"] == before["started"]  # the same replica: reconfigured, not restarted
 
     def call(path):
